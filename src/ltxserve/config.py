@@ -1,0 +1,96 @@
+"""The one settings class of ltxserve.
+
+Every knob lives here, read from ``LTXSERVE_*`` environment variables (or a ``.env`` file).
+Nothing else in the code base reads the environment. Defaults run the embedded mode: SQLite,
+local disk, an in-process worker and the tiny random-weight model.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """ltxserve settings; the README's settings table is generated from these descriptions."""
+
+    model_config = SettingsConfigDict(env_prefix="LTXSERVE_", env_file=".env", extra="ignore")
+
+    # --- paths -------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"), description="Root for the SQLite file, stored outputs, uploads and the tiny model."
+    )
+
+    # --- model / engine ----------------------------------------------------------------------
+    model_path: str | None = Field(
+        None,
+        description="LTX-2 diffusers directory or hub id. Unset: the tiny random-weight model "
+        "(built under data_dir on first run; it outputs noise).",
+    )
+    model_ids: list[str] = Field(
+        ["lightricks:ltx@2"],
+        description="Model ids clients may send in `model`; all map to the loaded checkpoint.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        "none", description="diffusers CPU offload mode for GPUs with too little memory."
+    )
+    vae_tiling: Literal["auto", "on", "off"] = Field(
+        "auto", description="Tiled VAE decode; auto = only when the untiled decode would not fit."
+    )
+    memory_limit_gb: float | None = Field(
+        None,
+        description="Memory the capacity check may plan for (GiB). Unset: free GPU memory on CUDA, "
+        "available RAM on CPU.",
+    )
+    max_video_tokens: int = Field(
+        400_000, description="Largest transformer video sequence (latent frames x latent pixels) accepted."
+    )
+    max_sequence_length: int = Field(
+        1024, description="Text tokens given to the text encoder (the pipeline pads to this length)."
+    )
+    enhance_max_new_tokens: int = Field(
+        512, description="Upper bound on tokens the prompt enhancer may write (LTX-2.0 default 512)."
+    )
+    batch_results: bool = Field(
+        True, description="Denoise numberResults > 1 in one batched pipeline call when memory allows."
+    )
+
+    # --- service -----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Bind address of `ltxserve serve`.")
+    port: int = Field(8000, description="Port of `ltxserve serve`.")
+    public_base_url: str | None = Field(
+        None, description="Absolute base for videoURL/imageURL. Unset: http://{host}:{port}."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. Unset: sqlite+aiosqlite:///{data_dir}/ltxserve.db."
+    )
+    default_ttl_s: int = Field(86_400, description="Lifetime of outputs when a task sets no `ttl`.")
+    sweep_interval_s: float = Field(60.0, description="How often expired outputs are deleted.")
+    price_per_second: float = Field(0.03, description="USD per second of video for `cost`.")
+    max_body_bytes: int = Field(20 * 1024 * 1024, description="Largest REST/WebSocket message accepted.")
+    max_tasks_per_request: int = Field(16, description="Largest task array accepted in one message.")
+    max_active_tasks_per_key: int = Field(
+        8, description="Queued + running videoInference tasks one API key may have."
+    )
+    max_queue_length: int = Field(100, description="Queued tasks across all keys before new ones are refused.")
+    max_attempts: int = Field(3, description="Tries per task before it ends as an error (crash recovery).")
+    lease_s: float = Field(60.0, description="A running task whose worker stops heartbeating this long is retried.")
+    heartbeat_s: float = Field(10.0, description="Worker heartbeat interval.")
+    progress_interval_s: float = Field(0.5, description="Minimum time between progress updates of one task.")
+    max_image_bytes: int = Field(10 * 1024 * 1024, description="Largest input image (encoded bytes).")
+    max_image_pixels: int = Field(40_000_000, description="Largest input image (decoded pixels).")
+    upload_ttl_s: int = Field(86_400, description="Lifetime of imageUpload files.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests build their own ``Settings(...)`` instead of using this."""
+    return Settings()

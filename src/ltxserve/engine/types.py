@@ -1,0 +1,70 @@
+"""Plain data the engine takes and returns: no HTTP, JSON or database types here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One generation request, already validated (see ``ltxserve.protocol``).
+
+    ``seeds`` holds one seed per requested result (``numberResults``); ``guidance`` <= 1 turns
+    classifier-free guidance off. ``image`` is the first-frame condition (image-to-video).
+    """
+
+    prompt: str
+    width: int
+    height: int
+    duration: int
+    fps: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]
+    negative_prompt: str = ""
+    image: Image.Image | None = None
+    enhance_prompt: bool = False
+    audio: bool = True
+
+    @property
+    def num_frames(self) -> int:
+        """Frames the client asked for: exactly ``duration x fps``."""
+        return self.duration * self.fps
+
+
+@dataclass
+class StageTimings:
+    """Seconds spent per stage of one pipeline call (shared by every result of a batch)."""
+
+    enhance: float = 0.0
+    text_encode: float = 0.0
+    denoise: float = 0.0
+    video_decode: float = 0.0
+    audio_decode: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.enhance + self.text_encode + self.denoise + self.video_decode + self.audio_decode
+
+
+@dataclass
+class GenerationResult:
+    """One result: exactly ``job.num_frames`` frames and ``job.duration`` seconds of audio."""
+
+    seed: int
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    fps: int
+    audio: np.ndarray | None  # (channels, samples) float32 in [-1, 1], or None without audio
+    sample_rate: int
+    prompt: str  # the prompt the model saw (the enhanced one when enhancement ran)
+    timings: StageTimings = field(default_factory=StageTimings)
+
+
+#: ``progress(step, total_steps)``; called after every denoising step.
+ProgressCallback = Callable[[int, int], None]
