@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         Path("data"), description="Root for the SQLite file, stored outputs, uploads and the tiny model."
     )
 
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
+    log_format: Literal["console", "json"] = Field("console", description="Log line format.")
+
     # --- model / engine ----------------------------------------------------------------------
     model_path: str | None = Field(
         None,

@@ -108,7 +108,6 @@ def _build_tokenizer():  # type: ignore[no-untyped-def]
         },
     )
     tokenizer.chat_template = _CHAT_TEMPLATE
-    tokenizer.model_max_length = 1024
     return tokenizer
 
 

@@ -1,0 +1,163 @@
+"""Benchmark ``ltxserve.media.encode_video`` against the ffmpeg binary with the same settings.
+
+Run: ``python bench/media.py [--repeat 3] [--frames 121] [--width 768] [--height 512]``.
+
+Both sides get the same RGB frames and audio and the same ``EncoderPlan`` (codec, preset/CRF,
+pix_fmt, BT.709 conversion and tags, threads, audio codec/bitrate/rate, faststart); ffmpeg
+reads the frames as rawvideo from a pipe and the audio from a float WAV written beforehand.
+Prints the median wall time of each and ``ratio = ffmpeg / ours`` (>= 0.9 is the target:
+we may be at most ~11% slower than the binary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+from ltxserve.media import VideoFormat, encode_video, encoder_plan, probe
+
+FPS = 24
+SAMPLE_RATE = 24_000
+
+
+def make_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Moving colour gradients plus mild noise: motion for the encoder, not pure noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        r = 127 + 100 * np.sin((x + 4 * i) / 37.0)
+        g = 127 + 100 * np.sin((y - 3 * i) / 23.0)
+        b = 127 + 100 * np.sin((x + y + 5 * i) / 51.0)
+        noise = rng.normal(0, 3, (height, width, 1))
+        out[i] = np.clip(np.stack([r, g, b], axis=-1) + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+def make_audio(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    left = 0.4 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 3300 * t)
+    right = 0.4 * np.sin(2 * np.pi * 330 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.5 * t))
+    return np.stack([left, right]).astype(np.float32)
+
+
+def write_float_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    """(channels, samples) float32 -> IEEE-float WAV (the stdlib ``wave`` writes only PCM ints)."""
+    channels = audio.shape[0]
+    data = np.ascontiguousarray(audio.T, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, channels, rate, rate * channels * 4, channels * 4, 32)
+    with path.open("wb") as fh:
+        fh.write(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE")
+        fh.write(b"fmt " + struct.pack("<I", len(fmt)) + fmt)
+        fh.write(b"data" + struct.pack("<I", len(data)) + data)
+
+
+def ffmpeg_command(
+    fmt: VideoFormat, quality: int, width: int, height: int, wav: Path, out: Path
+) -> list[str]:
+    plan = encoder_plan(fmt, quality, SAMPLE_RATE)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-nostdin"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(FPS)]
+    cmd += ["-i", "pipe:0", "-i", str(wav), "-map", "0:v", "-map", "1:a"]
+    # Same conversion as ours: swscale bilinear, BT.709 matrix, limited range, BT.709 tags.
+    cmd += ["-vf", f"scale=out_color_matrix=bt709:out_range=tv:flags=bilinear,format={plan.pix_fmt}"]
+    cmd += ["-c:v", plan.video_codec, "-threads:v", "0"]
+    for key, value in plan.video_options.items():
+        cmd += [f"-{key}:v", value]
+    cmd += ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    cmd += ["-color_range", "tv", "-fps_mode", "passthrough"]
+    cmd += ["-c:a", plan.audio_codec, "-b:a", str(plan.audio_bitrate), "-ar", str(plan.audio_rate)]
+    for key, value in plan.muxer_options.items():
+        cmd += [f"-{key}", value]
+    cmd += ["-f", plan.muxer, str(out)]
+    return cmd
+
+
+def run_ffmpeg(cmd: list[str], frames: np.ndarray) -> float:
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
+    finally:
+        proc.stdin.close()
+    if proc.wait() != 0:
+        raise SystemExit(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}")
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=121)
+    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--quality", type=int, default=95)
+    parser.add_argument(
+        "--formats", nargs="+", default=["MP4", "WEBM"], choices=[f.value for f in VideoFormat]
+    )
+    args = parser.parse_args()
+
+    frames = make_frames(args.frames, args.height, args.width)
+    audio = make_audio(5.0)
+    print(
+        f"{args.frames} frames {args.width}x{args.height} @ {FPS} fps, {audio.shape[1] / SAMPLE_RATE:.1f} s "
+        f"stereo @ {SAMPLE_RATE} Hz, quality {args.quality}, median of {args.repeat}"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ltxserve-bench-") as tmp:
+        tmpdir = Path(tmp)
+        wav = tmpdir / "audio.wav"
+        write_float_wav(wav, audio, SAMPLE_RATE)
+        for name in args.formats:
+            fmt = VideoFormat(name)
+            ours_path = tmpdir / f"ours{fmt.extension}"
+            ref_path = tmpdir / f"ffmpeg{fmt.extension}"
+            cmd = ffmpeg_command(fmt, args.quality, args.width, args.height, wav, ref_path)
+            ours: list[float] = []
+            ref: list[float] = []
+            for i in range(args.repeat):
+                # Alternate who goes first so neither always gets the warm cache.
+                order = ("ours", "ref") if i % 2 == 0 else ("ref", "ours")
+                for who in order:
+                    if who == "ours":
+                        t0 = time.perf_counter()
+                        encode_video(ours_path, frames, FPS, audio, SAMPLE_RATE, fmt, args.quality)
+                        ours.append(time.perf_counter() - t0)
+                    else:
+                        ref.append(run_ffmpeg(cmd, frames))
+            a, b = probe(ours_path), probe(ref_path)
+            if a.frames != args.frames or b.frames != args.frames:
+                raise SystemExit(f"{fmt}: frame count mismatch (ours {a.frames}, ffmpeg {b.frames})")
+            ours_s, ref_s = statistics.median(ours), statistics.median(ref)
+            rows.append((fmt.value, ours_s, ref_s, ref_s / ours_s, a.size, b.size))
+
+    header = ("format", "ours s", "ffmpeg s", "ffmpeg/ours", "ours bytes", "ffmpeg bytes")
+    table = [
+        (name, f"{o:.3f}", f"{r:.3f}", f"{ratio:.2f}", str(os_), str(rs))
+        for name, o, r, ratio, os_, rs in rows
+    ]
+    widths = [max(len(str(row[i])) for row in (header, *table)) for i in range(len(header))]
+    print()
+    print("| " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    for row in table:
+        print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    worst = min(r[3] for r in rows)
+    print(f"\nworst ratio {worst:.2f} (target >= 0.90): {'OK' if worst >= 0.9 else 'SLOWER THAN TARGET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

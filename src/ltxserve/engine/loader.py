@@ -1,0 +1,77 @@
+"""Find, build and load the LTX-2 checkpoint; choose device, dtype and memory options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltxserve.config import Settings
+from ltxserve.engine.tiny import is_tiny_model, save_tiny_model
+from ltxserve.logs import get_logger
+
+if TYPE_CHECKING:
+    import torch
+
+log = get_logger(__name__)
+
+TINY_DIRNAME = "tiny-ltx2"
+NOISE_WARNING = "tiny random-weight LTX-2: it outputs noise, not video"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    location: str  # a local directory or a hub id
+    is_tiny: bool
+
+
+def resolve_model(settings: Settings) -> ModelSource:
+    """The configured checkpoint, or the tiny model under ``data_dir`` (built on first use)."""
+    if settings.model_path:
+        local = Path(settings.model_path)
+        if local.exists():
+            return ModelSource(str(local), is_tiny_model(local))
+        return ModelSource(settings.model_path, False)  # a hub id: plain from_pretrained
+    path = settings.data_dir / TINY_DIRNAME
+    if not is_tiny_model(path):
+        log.warning("no model configured: building the tiny model", path=str(path), note=NOISE_WARNING)
+        save_tiny_model(path)
+    return ModelSource(str(path), True)
+
+
+def select_device(settings: Settings) -> tuple[torch.device, torch.dtype]:
+    import torch
+
+    if settings.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(settings.device)
+    if settings.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, settings.dtype)
+    return device, dtype
+
+
+def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
+    """Load ``LTX2Pipeline`` once and build ``LTX2ImageToVideoPipeline`` over the same modules."""
+    from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
+
+    device, dtype = select_device(settings)
+    if source.is_tiny:
+        log.warning("loading model", location=source.location, note=NOISE_WARNING)
+    else:
+        log.info("loading model", location=source.location, device=str(device), dtype=str(dtype))
+    t2v = LTX2Pipeline.from_pretrained(source.location, dtype=dtype)
+    t2v.set_progress_bar_config(disable=True)
+    # Same module objects, no second copy of the weights.
+    i2v = LTX2ImageToVideoPipeline(**t2v.components)
+    i2v.set_progress_bar_config(disable=True)
+    for pipe in (t2v, i2v):
+        if settings.cpu_offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif settings.cpu_offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+    if settings.cpu_offload == "none":
+        t2v.to(device)
+    return t2v, i2v
