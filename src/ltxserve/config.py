@@ -92,6 +92,29 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, description="Largest input image (decoded pixels).")
     upload_ttl_s: int = Field(86_400, description="Lifetime of imageUpload files.")
 
+    # --- outbound HTTP (image URLs, webhooks, uploadEndpoint) --------------------------------
+    fetch_connect_timeout_s: float = Field(5.0, description="Connect timeout for outbound requests.")
+    fetch_read_timeout_s: float = Field(15.0, description="Read timeout for outbound requests.")
+    fetch_max_redirects: int = Field(3, description="Redirects followed when fetching an image URL.")
+    allow_networks: list[str] = Field(
+        [],
+        description="CIDR ranges outbound requests may reach although private/loopback "
+        '(e.g. ["127.0.0.1/32"] for a local receiver). Empty: public addresses only.',
+    )
+
+    # --- delivery ----------------------------------------------------------------------------
+    webhook_envelope: Literal["flat", "data"] = Field(
+        "flat", description='Webhook body: the result item itself, or {"data": [item]}.'
+    )
+    delivery_window_s: float = Field(600.0, description="How long failed webhooks/uploads are retried.")
+    delivery_timeout_s: float = Field(15.0, description="Per-attempt timeout of a webhook or upload.")
+
+    # --- safety ------------------------------------------------------------------------------
+    nsfw_threshold: float = Field(0.8, description="A checked frame scoring above this is NSFW.")
+    nsfw_action: Literal["flag", "fail"] = Field(
+        "flag", description="flag: report NSFWContent; fail: end the result with nsfwContentDetected."
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
