@@ -95,9 +95,7 @@ def estimate(
 
     frames = plan.generated_frames
     untiled = decode(frames, height, width, frames)
-    tiled = decode(
-        min(frames, tile.frames + 1), min(height, tile.height), min(width, tile.width), frames
-    )
+    tiled = decode(min(frames, tile.frames + 1), min(height, tile.height), min(width, tile.width), frames)
     return JobEstimate(video_tokens, audio_tokens, denoise, untiled, tiled)
 
 

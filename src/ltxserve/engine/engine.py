@@ -19,8 +19,8 @@ import numpy as np
 
 from ltxserve.config import Settings
 from ltxserve.engine.capacity import (
-    GiB,
     CapacityError,
+    GiB,
     JobEstimate,
     ModelShape,
     describe,
@@ -143,7 +143,7 @@ class Engine:
         tiling = self.settings.vae_tiling
         n = len(job.seeds)
         options: list[tuple[bool, bool]] = []  # (batched, tiled), cheapest first
-        for tiled in ([False] if tiling == "off" else [True] if tiling == "on" else [False, True]):
+        for tiled in [False] if tiling == "off" else [True] if tiling == "on" else [False, True]:
             if n > 1 and self.settings.batch_results:
                 options.append((True, tiled))
             options.append((False, tiled))

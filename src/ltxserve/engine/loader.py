@@ -65,7 +65,7 @@ def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
     t2v = LTX2Pipeline.from_pretrained(source.location, dtype=dtype)
     t2v.set_progress_bar_config(disable=True)
     # Same module objects, no second copy of the weights.
-    i2v = LTX2ImageToVideoPipeline(**t2v.components)
+    i2v: Any = LTX2ImageToVideoPipeline(**t2v.components)
     i2v.set_progress_bar_config(disable=True)
     for pipe in (t2v, i2v):
         if settings.cpu_offload == "model":

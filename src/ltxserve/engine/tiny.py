@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Written into the saved directory so the loader can say plainly that it loaded noise.
 MARKER_FILE = "ltxserve_tiny_model.json"
@@ -180,7 +181,7 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
     audio_dim = cfg.audio_heads * cfg.audio_head_dim
     # Audio VAE: base_channels must equal latent_channels * (mel_bins // 4) (see notes).
     mel_bins, audio_latent_channels = 16, 2
-    audio_vae = AutoencoderKLLTX2Audio(
+    audio_vae: Any = AutoencoderKLLTX2Audio(
         base_channels=audio_latent_channels * (mel_bins // 4),
         output_channels=2,
         ch_mult=(1, 2, 4),

@@ -1,0 +1,114 @@
+"""One dispatcher for both transports: a validated task in, reply items or error items out.
+
+REST and WebSocket differ only in how they authenticate and deliver; what a task does, and
+how its errors look, is decided here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ltxserve.logs import get_logger
+from ltxserve.protocol import (
+    AuthenticationTask,
+    ErrorCode,
+    ErrorDetail,
+    GetResponseTask,
+    ImageUploadTask,
+    PingTask,
+    RunwareError,
+    TaskModel,
+    VideoInferenceTask,
+    authentication_item,
+    pong_item,
+)
+from ltxserve.protocol.models import TaskCancelTask
+from ltxserve.service.core import Service
+from ltxserve.store.models import ApiKey
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Outcome:
+    data: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[ErrorDetail] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # taskUUIDs of accepted videoInference tasks
+
+
+def auth_error(code: str, message: str) -> ErrorDetail:
+    return ErrorDetail(code, message, "apiKey", "authentication")
+
+
+class Dispatcher:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def authenticate(self, api_key: str) -> ApiKey:
+        key = await self.service.store.authenticate(api_key)
+        if key is None:
+            raise RunwareError(auth_error(ErrorCode.INVALID_API_KEY, "Invalid API key."))
+        return key
+
+    async def run(
+        self,
+        tasks: list[tuple[TaskModel | None, list[ErrorDetail]]],
+        key: ApiKey | None,
+        session_uuid: str,
+    ) -> tuple[Outcome, ApiKey | None]:
+        """Handle tasks in order; an authentication task in the batch authenticates the rest."""
+        out = Outcome()
+        for task, errors in tasks:
+            if task is None:
+                out.errors.extend(errors)
+                continue
+            try:
+                if isinstance(task, AuthenticationTask):
+                    key = await self.authenticate(task.api_key)
+                    out.data.append(authentication_item(task.connection_session_uuid or session_uuid))
+                elif isinstance(task, PingTask):
+                    out.data.append(pong_item())
+                elif key is None:
+                    out.errors.append(self._unauthenticated(task))
+                else:
+                    await self._task(task, key, out)
+            except RunwareError as exc:
+                out.errors.extend(exc.errors)
+            except Exception:
+                uuid = getattr(task, "task_uuid", None)
+                log.exception("task failed unexpectedly", task_uuid=uuid, task_type=task.task_type)
+                out.errors.append(
+                    ErrorDetail(
+                        ErrorCode.INTERNAL_SERVER_ERROR,
+                        "The server failed to handle this task; it has been logged.",
+                        None,
+                        task.task_type,
+                        uuid,
+                    )
+                )
+        return out, key
+
+    async def _task(self, task: TaskModel, key: ApiKey, out: Outcome) -> None:
+        if isinstance(task, VideoInferenceTask):
+            out.data.append(await self.service.submit(key, task))
+            out.accepted.append(task.task_uuid)
+        elif isinstance(task, GetResponseTask):
+            reply = await self.service.results(key, task)
+            out.data.extend(reply.data)
+            out.errors.extend(reply.errors)
+        elif isinstance(task, ImageUploadTask):
+            out.data.append(await self.service.upload(key, task))
+        elif isinstance(task, TaskCancelTask):
+            reply = await self.service.cancel(key, task.task_uuid)
+            out.data.extend(reply.data)
+
+    @staticmethod
+    def _unauthenticated(task: TaskModel) -> ErrorDetail:
+        return ErrorDetail(
+            ErrorCode.MISSING_API_KEY,
+            "Authenticate first: send an Authorization: Bearer header or an authentication task.",
+            "apiKey",
+            task.task_type,
+            getattr(task, "task_uuid", None),
+        )

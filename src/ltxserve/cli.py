@@ -1,0 +1,269 @@
+"""``ltxserve`` command line: generate locally, serve the API, manage keys, build the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ltxserve.config import Settings, get_settings
+from ltxserve.logs import configure
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+app.add_typer(keys_app, name="keys")
+
+NOISE_NOTE = "made by the tiny random-weight LTX-2: it is noise, not a video of anything"
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format)
+    return settings
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What the video shows (positivePrompt).")],
+    image: Annotated[Path | None, typer.Option(help="First-frame image: image-to-video.")] = None,
+    negative: Annotated[str | None, typer.Option(help="negativePrompt (ignored at --cfg <= 1).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels (multiple of 64).")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels (multiple of 64).")] = None,
+    duration: Annotated[int | None, typer.Option(help="Seconds (1-20).")] = None,
+    fps: Annotated[int | None, typer.Option(help="Frames per second (1-120).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (1-100).")] = None,
+    cfg: Annotated[float | None, typer.Option(help="CFGScale (1-20); <= 1 turns guidance off.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first result (others: seed+1, ...).")] = None,
+    num_results: Annotated[int, typer.Option(help="numberResults (1-4).")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="MP4, WEBM or MOV.")] = "MP4",
+    quality: Annotated[int | None, typer.Option(help="outputQuality (20-99).")] = None,
+    model: Annotated[str, typer.Option(help="Model id (see LTXSERVE_MODEL_IDS).")] = "lightricks:ltx@2",
+    enhance: Annotated[bool, typer.Option(help="settings.enhancePrompt")] = True,
+    audio: Annotated[bool, typer.Option(help="Generate the audio track.")] = True,
+    out: Annotated[Path, typer.Option(help="Output directory, or a file path for one result.")] = Path("out"),
+) -> None:
+    """Run one videoInference locally and write the files (same validation as the API)."""
+    import uuid
+
+    from tqdm import tqdm
+
+    from ltxserve.engine import CapacityError, Engine
+    from ltxserve.media.encode import VideoFormat, encode_video
+    from ltxserve.media.images import ImageDecodeError, decode_image
+    from ltxserve.protocol import ValidationContext, VideoInferenceTask, parse_task, to_job
+
+    settings = _settings()
+    # 1. the request, exactly as a client would send it, through the API's validation
+    raw: dict[str, Any] = {
+        "taskType": "videoInference",
+        "taskUUID": str(uuid.uuid4()),
+        "model": model,
+        "positivePrompt": prompt,
+        "numberResults": num_results,
+        "outputFormat": fmt.upper(),
+        "settings": {"enhancePrompt": enhance},
+        "providerSettings": {"lightricks": {"generateAudio": audio}},
+    }
+    optional = {
+        "negativePrompt": negative,
+        "width": width,
+        "height": height,
+        "duration": duration,
+        "fps": fps,
+        "steps": steps,
+        "CFGScale": cfg,
+        "seed": seed,
+        "outputQuality": quality,
+    }
+    raw.update({k: v for k, v in optional.items() if v is not None})
+    decoded = None
+    if image is not None:
+        try:
+            data = image.read_bytes()
+            decoded = decode_image(
+                data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+            )
+        except (OSError, ImageDecodeError) as exc:
+            _fail(f"--image: {exc}")
+        raw["inputs"] = {"frameImages": [base64.b64encode(data).decode()]}
+    task, errors = parse_task(raw, ValidationContext.from_settings(settings))
+    if not isinstance(task, VideoInferenceTask):
+        for e in errors:
+            typer.secho(f"{e.parameter or 'request'}: {e.message} ({e.code})", fg="red", err=True)
+        raise typer.Exit(2)
+    job = to_job(task, image=decoded)
+
+    # 2. load once, check capacity, generate with a progress bar
+    engine = Engine.load(settings)
+    try:
+        engine.plan(job)
+    except CapacityError as exc:
+        _fail(f"{exc.parameter}: {exc}")
+    bar = tqdm(total=job.steps * len(job.seeds), desc="denoising", unit="step")
+
+    def progress(step: int, total: int) -> None:
+        bar.total = total
+        bar.n = step
+        bar.refresh()
+
+    t0 = time.perf_counter()
+    results = engine.generate(job, progress=progress)
+    bar.close()
+
+    # 3. encode and report
+    vf = VideoFormat(task.output_format)
+    paths = _output_paths(out, vf.extension, [r.seed for r in results])
+    encode_s = 0.0
+    for path, r in zip(paths, results, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        enc = encode_video(path, r.frames, r.fps, r.audio, r.sample_rate, vf, task.output_quality)
+        encode_s += enc.seconds
+    total = time.perf_counter() - t0
+    t = results[0].timings
+    typer.echo("")
+    for path, r in zip(paths, results, strict=True):
+        audio_note = "with audio" if r.audio is not None else "no audio"
+        typer.echo(f"{path}  seed={r.seed}  {r.frames.shape[0]} frames @ {r.fps} fps, {audio_note}")
+    if job.enhance_prompt:
+        typer.echo(f"enhanced prompt: {results[0].prompt[:200]!r}")
+    typer.echo(
+        "seconds: "
+        f"enhance {t.enhance:.2f}, text encode {t.text_encode:.2f}, denoise {t.denoise:.2f}, "
+        f"video decode {t.video_decode:.2f}, audio decode {t.audio_decode:.2f}, "
+        f"file encode {encode_s:.2f}, total {total:.2f}"
+    )
+    if engine.source.is_tiny:
+        typer.secho(f"note: {NOISE_NOTE}", fg="yellow")
+
+
+def _output_paths(out: Path, ext: str, seeds: list[int]) -> list[Path]:
+    if out.suffix and len(seeds) == 1:
+        return [out]
+    if out.suffix:
+        return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(len(seeds))]
+    return [out / f"ltx-{seed}{ext}" for seed in seeds]
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    path: Annotated[Path, typer.Argument(help="Directory to write (save_pretrained layout).")],
+    preset: Annotated[str, typer.Option(help="tiny (tests) or mid (CPU benchmarks).")] = "tiny",
+) -> None:
+    """Build a random-weight LTX-2 from the real diffusers classes. It outputs noise."""
+    from ltxserve.engine.tiny import save_tiny_model
+
+    _settings()
+    save_tiny_model(path, preset)
+    typer.echo(f"wrote {preset} random-weight LTX-2 to {path} (it outputs noise, not video)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (LTXSERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (LTXSERVE_PORT).")] = None,
+    worker: Annotated[bool, typer.Option(help="Run the in-process worker (embedded mode).")] = True,
+) -> None:
+    """Serve the Runware-compatible API (and, by default, generate in the same process)."""
+    import uvicorn
+
+    from ltxserve.api.app import create_app
+    from ltxserve.runtime import Runtime
+
+    settings = _settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    runtime = Runtime.build(settings, with_worker=worker)
+    uvicorn.run(
+        create_app(runtime),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        ws_max_size=settings.max_body_bytes,
+        timeout_graceful_shutdown=None,
+    )
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")]) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from ltxserve.runtime import Runtime
+
+    settings = _settings()
+
+    async def run() -> None:
+        rt = Runtime.build(settings, with_worker=False)
+        await rt.store.create_all()
+        try:
+            row, key, secret = await rt.store.create_key(name)
+        finally:
+            await rt.store.close()
+        typer.echo(f"API key for {name!r} (id {row.id}); shown once, store it now:\n\n  {key}\n")
+        typer.echo(f"Webhook signing secret (Standard Webhooks), also shown once:\n\n  {secret}\n")
+
+    asyncio.run(run())
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefix, name, state); the keys themselves are not stored."""
+    from ltxserve.runtime import Runtime
+
+    settings = _settings()
+
+    async def run() -> None:
+        rt = Runtime.build(settings, with_worker=False)
+        await rt.store.create_all()
+        try:
+            rows = await rt.store.list_keys()
+        finally:
+            await rt.store.close()
+        for row in rows:
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+            typer.echo(
+                f"{row.prefix}…  {row.id}  {row.name}  created {row.created_at:%Y-%m-%d %H:%M}  {state}"
+            )
+
+    asyncio.run(run())
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ident: Annotated[str, typer.Argument(help="Key id or the prefix shown by `keys list`.")],
+) -> None:
+    """Revoke a key: requests with it fail with invalidApiKey from then on."""
+    from ltxserve.runtime import Runtime
+
+    settings = _settings()
+
+    async def run() -> bool:
+        rt = Runtime.build(settings, with_worker=False)
+        await rt.store.create_all()
+        try:
+            return await rt.store.revoke_key(ident.rstrip("…"))
+        finally:
+            await rt.store.close()
+
+    if not asyncio.run(run()):
+        _fail(f"no active key matches {ident!r}")
+    typer.echo(f"revoked {ident}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

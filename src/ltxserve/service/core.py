@@ -1,0 +1,239 @@
+"""The service: what each Runware task does, independent of the transport (REST or WebSocket).
+
+``submit`` persists a task (and its per-result seeds) before the ack, ``results`` answers
+getResponse from the store, ``upload`` keeps an image for later tasks of the same key. Both
+transports call these and share one error vocabulary (``ltxserve.protocol.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ltxserve.config import Settings
+from ltxserve.engine.capacity import CapacityError
+from ltxserve.engine.types import GenerationJob
+from ltxserve.logs import get_logger
+from ltxserve.media.encode import VideoFormat
+from ltxserve.protocol import (
+    ErrorCode,
+    ErrorDetail,
+    GetResponseTask,
+    ImageUploadTask,
+    RunwareError,
+    ValidationContext,
+    VideoInferenceTask,
+    ack_item,
+    image_upload_item,
+    processing_item,
+    result_error,
+    result_seeds,
+    to_job,
+    video_success_item,
+)
+from ltxserve.protocol.errors import unsupported
+from ltxserve.service.events import EventBus, TaskEvent
+from ltxserve.service.images import ImageResolver, frame_image_parameter, upload_key
+from ltxserve.storage.base import BlobStore
+from ltxserve.store.models import ApiKey, Result, Task, TaskStatus
+from ltxserve.store.repository import NewResult, Store, TaskConflict
+
+log = get_logger(__name__)
+
+#: ``plan(job)`` raises CapacityError for jobs the workers cannot run (None: not checked here).
+CapacityCheck = Callable[[GenerationJob], Any]
+
+
+@dataclass
+class Reply:
+    data: list[dict[str, Any]]
+    errors: list[ErrorDetail]
+
+
+def video_key(video_uuid: str, fmt: str) -> str:
+    return f"videos/{video_uuid}{VideoFormat(fmt).extension}"
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        blobs: BlobStore,
+        bus: EventBus,
+        capacity: CapacityCheck | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.bus = bus
+        self.capacity = capacity
+        self.wake = wake or (lambda: None)
+        self.images = ImageResolver(settings, store, blobs)
+        self.validation = ValidationContext.from_settings(settings)
+
+    # --- URLs -------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        base = self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}"
+        return base.rstrip("/")
+
+    def file_url(self, key: str) -> str:
+        return f"{self.base_url}/files/{key}"
+
+    # --- videoInference ---------------------------------------------------------------------
+
+    async def submit(self, key: ApiKey, task: VideoInferenceTask) -> dict[str, Any]:
+        """Validate what needs the server (limits, image, capacity), persist, enqueue, ack."""
+        blog = log.bind(task_uuid=task.task_uuid, api_key=key.prefix)
+        # 1. limits: per key, then the whole queue
+        if await self.store.count_active(key.id) >= self.settings.max_active_tasks_per_key:
+            raise RunwareError(
+                self._error(
+                    task,
+                    ErrorCode.RATE_LIMIT_EXCEEDED,
+                    f"This API key already has {self.settings.max_active_tasks_per_key} tasks queued or "
+                    "running; wait for one to finish.",
+                )
+            )
+        if await self.store.count_queued() >= self.settings.max_queue_length:
+            raise RunwareError(
+                self._error(task, ErrorCode.RATE_LIMIT_EXCEEDED, "The server's queue is full; retry later.")
+            )
+        # 2. the first-frame image: decoded now, so a bad image is refused before the ack
+        request = task.model_dump(mode="json", by_alias=True, exclude_none=True)
+        image = None
+        if task.frame_image is not None:
+            parameter = frame_image_parameter(task)
+            image, image_uuid = await self.images.resolve(key, task.frame_image, parameter, task.task_uuid)
+            request.pop("frameImages", None)
+            request["inputs"] = {"frameImages": [{"image": image_uuid, "frame": "first"}]}
+        # 3. capacity: refuse what the hardware cannot do before queueing it
+        seeds = result_seeds(task)
+        if self.capacity is not None:
+            try:
+                self.capacity(to_job(task, image=image))
+            except CapacityError as exc:
+                raise RunwareError(
+                    ErrorDetail(
+                        unsupported(exc.parameter),
+                        str(exc),
+                        exc.parameter,
+                        task.task_type,
+                        task.task_uuid,
+                    )
+                ) from exc
+        # 4. persist task + one row per result (seed, cost) in one transaction
+        cost = round(self.settings.price_per_second * task.duration, 6)
+        try:
+            row = await self.store.submit(
+                key.id,
+                task.task_uuid,
+                task.task_type,
+                request,
+                [NewResult(seed=s, cost=cost) for s in seeds],
+            )
+        except TaskConflict:
+            raise RunwareError(
+                self._error(
+                    task,
+                    ErrorCode.CONFLICT_TASK_UUID,
+                    f"taskUUID {task.task_uuid} was already used; send every task with a new UUID.",
+                    parameter="taskUUID",
+                )
+            ) from None
+        blog.info("task accepted", task_id=row.id, results=len(seeds), seeds=list(seeds))
+        self.wake()
+        return ack_item(task.task_uuid)
+
+    async def results(self, key: ApiKey, query: GetResponseTask) -> Reply:
+        """One item per requested result; another key's task looks exactly like an unknown one."""
+        task = await self.store.find_task(key.id, query.task_uuid)
+        if task is None:
+            raise RunwareError(
+                ErrorDetail(
+                    ErrorCode.TASK_NOT_FOUND,
+                    f"No task with taskUUID {query.task_uuid} was found for this API key.",
+                    "taskUUID",
+                    "getResponse",
+                    query.task_uuid,
+                )
+            )
+        return self.result_items(task)
+
+    def result_items(self, task: Task) -> Reply:
+        """getResponse items: all ``processing`` until the task ends, then one per result.
+
+        A numberResults > 1 task reports its results together, when the last one is stored:
+        ``runware`` 0.5.24 appends the finished items of every poll to what it already holds,
+        so results reported at different polls would come back duplicated.
+        """
+        data: list[dict[str, Any]] = []
+        errors: list[ErrorDetail] = []
+        if task.status not in TaskStatus.TERMINAL:
+            return Reply([processing_item(task.task_uuid, round(task.progress)) for _ in task.results], [])
+        include_cost = bool(task.request.get("includeCost"))
+        for r in task.results:
+            if r.status == TaskStatus.SUCCESS:
+                data.append(self.success_item(task, r, include_cost))
+            else:
+                errors.append(
+                    result_error(
+                        task.task_uuid,
+                        r.error_code or ErrorCode.INFERENCE_ERROR,
+                        r.error_message or "generation failed",
+                    )
+                )
+        return Reply(data, errors)
+
+    def success_item(self, task: Task, r: Result, include_cost: bool) -> dict[str, Any]:
+        assert r.video_uuid is not None
+        assert r.storage_key is not None
+        return video_success_item(
+            task.task_uuid,
+            video_uuid=r.video_uuid,
+            video_url=self.file_url(r.storage_key),
+            seed=r.seed,
+            nsfw_content=bool(r.nsfw),
+            cost=r.cost if include_cost else None,
+        )
+
+    async def cancel(self, key: ApiKey, task_uuid: str) -> Reply:
+        task = await self.store.find_task(key.id, task_uuid)
+        if task is None:
+            raise RunwareError(
+                ErrorDetail(
+                    ErrorCode.TASK_NOT_FOUND,
+                    f"No task with taskUUID {task_uuid} was found for this API key.",
+                    "taskUUID",
+                    "taskCancel",
+                    task_uuid,
+                )
+            )
+        updated = await self.store.request_cancel(task.id)
+        if updated is not None and updated.status == TaskStatus.CANCELLED:
+            await self.publish_results(updated)
+        return Reply([{"taskType": "taskCancel", "taskUUID": task_uuid}], [])
+
+    async def publish_results(self, task: Task) -> None:
+        """Push a finished task's items to whoever listens for it (WebSocket connections)."""
+        if task.status not in TaskStatus.TERMINAL:
+            return
+        reply = self.result_items(task)
+        payload = {"data": reply.data, "errors": [e.to_wire() for e in reply.errors]}
+        await self.bus.publish(TaskEvent(task.id, "result", payload))
+
+    # --- imageUpload ------------------------------------------------------------------------
+
+    async def upload(self, key: ApiKey, task: ImageUploadTask) -> dict[str, Any]:
+        image = await self.images.load(task.image, "image", task.task_uuid, "imageUpload", key)
+        image_uuid = await self.images.save(key, image)
+        return image_upload_item(task.task_uuid, image_uuid, self.file_url(upload_key(image_uuid)))
+
+    def _error(
+        self, task: VideoInferenceTask, code: str, message: str, parameter: str | None = None
+    ) -> ErrorDetail:
+        return ErrorDetail(code, message, parameter, task.task_type, task.task_uuid)

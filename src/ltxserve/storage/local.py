@@ -1,0 +1,63 @@
+"""Blobs as files under one directory (the embedded default)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from ltxserve.storage.base import BlobNotFound
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise BlobNotFound(key)
+        return path
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await asyncio.to_thread(self._copy, path, self._path(key))
+
+    @staticmethod
+    def _copy(src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".part")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)  # readers never see a half-written file
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        dst = self._path(key)
+
+        def write() -> None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, dst)
+
+        await asyncio.to_thread(write)
+
+    async def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, True)
+
+    async def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    async def ping(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise OSError(f"storage directory {self.root} is not writable")

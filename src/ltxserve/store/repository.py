@@ -1,0 +1,386 @@
+"""The store: the one owner of task and result state transitions.
+
+Every transition is one method, stamped with a time; terminal states never change (each
+update is guarded by ``status`` in its WHERE clause). Claims are atomic
+``UPDATE ... WHERE status='queued' ... RETURNING`` so they work on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ltxserve.store.models import ApiKey, Base, Result, Task, TaskStatus, Upload, new_id, utcnow
+
+KEY_PREFIX = "ltx_"
+ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+class TaskConflict(Exception):
+    """The API key already used this taskUUID."""
+
+
+def hash_key(key: str) -> str:
+    """API keys are 256-bit random tokens, so a plain SHA-256 is a safe at-rest form."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewResult:
+    seed: int
+    cost: float | None
+
+
+@dataclass(frozen=True)
+class Requeued:
+    requeued: list[str]
+    failed: list[str]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if not self.is_sqlite:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def create_all(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.sessions() as s:
+            await s.execute(select(1))
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as s, s.begin():
+            yield s
+
+    # --- API keys ---------------------------------------------------------------------------
+
+    async def create_key(self, name: str) -> tuple[ApiKey, str, str]:
+        """Return the row, the key and its webhook secret; only hashes of the key are kept."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        secret = "whsec_" + secrets.token_urlsafe(24)
+        row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], webhook_secret=secret)
+        async with self.session() as s:
+            s.add(row)
+        return row, key, secret
+
+    async def list_keys(self) -> list[ApiKey]:
+        async with self.sessions() as s:
+            return list((await s.scalars(select(ApiKey).order_by(ApiKey.created_at))).all())
+
+    async def revoke_key(self, ident: str) -> bool:
+        """Revoke by id or by the prefix shown in ``keys list``."""
+        async with self.session() as s:
+            res = await s.execute(
+                update(ApiKey)
+                .where((ApiKey.id == ident) | (ApiKey.prefix == ident), ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def authenticate(self, key: str) -> ApiKey | None:
+        async with self.sessions() as s:
+            return await s.scalar(
+                select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            )
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        async with self.sessions() as s:
+            return await s.get(ApiKey, key_id)
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        api_key_id: str,
+        task_uuid: str,
+        task_type: str,
+        request: dict[str, Any],
+        results: list[NewResult],
+        enqueue: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
+    ) -> Task:
+        """Persist a task and its result rows (and enqueue it) in one transaction."""
+        task = Task(
+            id=new_id(),
+            api_key_id=api_key_id,
+            task_uuid=task_uuid,
+            task_type=task_type,
+            request=request,
+            results=[Result(index=i, seed=r.seed, cost=r.cost) for i, r in enumerate(results)],
+        )
+        try:
+            async with self.session() as s:
+                s.add(task)
+                await s.flush()
+                if enqueue is not None:
+                    await enqueue(s, task.id)
+        except IntegrityError as exc:
+            raise TaskConflict(task_uuid) from exc
+        return task
+
+    async def find_task(self, api_key_id: str, task_uuid: str) -> Task | None:
+        async with self.sessions() as s:
+            return await s.scalar(
+                select(Task).where(Task.api_key_id == api_key_id, Task.task_uuid == task_uuid)
+            )
+
+    async def get_task(self, task_id: str) -> Task | None:
+        async with self.sessions() as s:
+            return await s.get(Task, task_id)
+
+    async def count_active(self, api_key_id: str | None = None) -> int:
+        query = select(func.count()).select_from(Task).where(Task.status.in_(ACTIVE))
+        if api_key_id is not None:
+            query = query.where(Task.api_key_id == api_key_id)
+        async with self.sessions() as s:
+            return int(await s.scalar(query) or 0)
+
+    async def count_queued(self) -> int:
+        async with self.sessions() as s:
+            query = select(func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)
+            return int(await s.scalar(query) or 0)
+
+    async def claim(self, worker_id: str, lease_s: float, task_id: str | None = None) -> str | None:
+        """Take the oldest queued task (or ``task_id``) under a lease; None when there is none."""
+        now = utcnow()
+        async with self.session() as s:
+            if task_id is None:
+                task_id = await s.scalar(
+                    select(Task.id).where(Task.status == TaskStatus.QUEUED).order_by(Task.created_at).limit(1)
+                )
+                if task_id is None:
+                    return None
+            claimed = await s.scalar(
+                update(Task)
+                .where(Task.id == task_id, Task.status == TaskStatus.QUEUED)
+                .values(
+                    status=TaskStatus.RUNNING,
+                    worker_id=worker_id,
+                    attempts=Task.attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    started_at=func.coalesce(Task.started_at, now),
+                )
+                .returning(Task.id)
+            )
+        return claimed
+
+    async def heartbeat(self, task_id: str, worker_id: str, lease_s: float) -> bool:
+        """Extend the lease; False when the task is no longer this worker's (or cancelled)."""
+        async with self.session() as s:
+            res = await s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                .returning(Task.cancel_requested)
+            )
+            row = res.first()
+        return row is not None and not row[0]
+
+    async def release(self, task_id: str, worker_id: str) -> bool:
+        """Give a running task back to the queue (its attempt failed; attempts stay counted)."""
+        async with self.session() as s:
+            res = await s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
+                .values(status=TaskStatus.QUEUED, worker_id=None, lease_expires_at=None)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def set_progress(self, task_id: str, progress: float) -> None:
+        async with self.session() as s:
+            await s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.status == TaskStatus.RUNNING)
+                .values(progress=progress)
+            )
+
+    async def finish_result(
+        self,
+        result_id: str,
+        *,
+        video_uuid: str,
+        storage_key: str,
+        nsfw: bool | None,
+        expires_at: datetime,
+    ) -> bool:
+        async with self.session() as s:
+            res = await s.execute(
+                update(Result)
+                .where(Result.id == result_id, Result.status.not_in(TaskStatus.TERMINAL))
+                .values(
+                    status=TaskStatus.SUCCESS,
+                    video_uuid=video_uuid,
+                    storage_key=storage_key,
+                    nsfw=nsfw,
+                    finished_at=utcnow(),
+                    expires_at=expires_at,
+                )
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def fail_result(
+        self, result_id: str, code: str, message: str, status: str = TaskStatus.ERROR
+    ) -> None:
+        async with self.session() as s:
+            await s.execute(
+                update(Result)
+                .where(Result.id == result_id, Result.status.not_in(TaskStatus.TERMINAL))
+                .values(status=status, error_code=code, error_message=message, finished_at=utcnow())
+            )
+
+    async def finish_task(
+        self,
+        task_id: str,
+        *,
+        code: str | None = None,
+        message: str | None = None,
+        status: str | None = None,
+    ) -> Task | None:
+        """End a task: open results end with ``code`` (or an error); the task takes their verdict."""
+        now = utcnow()
+        async with self.session() as s:
+            task = await s.get(Task, task_id, with_for_update=not self.is_sqlite)
+            if task is None or task.status in TaskStatus.TERMINAL:
+                return task
+            for r in task.results:
+                if r.status not in TaskStatus.TERMINAL:
+                    r.status = status or TaskStatus.ERROR
+                    r.error_code = code or "inferenceError"
+                    r.error_message = message or "the task ended before this result was made"
+                    r.finished_at = now
+            statuses = {r.status for r in task.results}
+            if status is not None:
+                task.status = status
+            else:
+                task.status = TaskStatus.SUCCESS if TaskStatus.SUCCESS in statuses else TaskStatus.ERROR
+            task.error_code, task.error_message = code, message
+            task.finished_at = now
+            task.lease_expires_at = None
+            task.progress = 100.0 if task.status == TaskStatus.SUCCESS else task.progress
+        return task
+
+    async def request_cancel(self, task_id: str) -> Task | None:
+        """Queued tasks end at once; running ones are flagged for their worker to stop."""
+        async with self.session() as s:
+            await s.execute(
+                update(Task).where(Task.id == task_id, Task.status.in_(ACTIVE)).values(cancel_requested=True)
+            )
+            status = await s.scalar(select(Task.status).where(Task.id == task_id))
+        if status == TaskStatus.QUEUED:
+            return await self.finish_task(
+                task_id, code="taskCancelled", message="cancelled by the client", status=TaskStatus.CANCELLED
+            )
+        return await self.get_task(task_id)
+
+    async def recover(
+        self, max_attempts: int, now: datetime | None = None, all_running: bool = False
+    ) -> Requeued:
+        """Running tasks whose lease ran out go back to the queue, or end after ``max_attempts``."""
+        now = now or utcnow()
+        query = select(Task.id, Task.attempts).where(Task.status == TaskStatus.RUNNING)
+        if not all_running:
+            query = query.where(Task.lease_expires_at < now)
+        async with self.sessions() as s:
+            stale = (await s.execute(query)).all()
+        requeued, failed = [], []
+        for task_id, attempts in stale:
+            if attempts >= max_attempts:
+                await self.finish_task(
+                    task_id,
+                    code="inferenceError",
+                    message=f"the task stopped its worker {attempts} times and was given up",
+                )
+                failed.append(task_id)
+                continue
+            async with self.session() as s:
+                res = await s.execute(
+                    update(Task)
+                    .where(Task.id == task_id, Task.status == TaskStatus.RUNNING, Task.attempts == attempts)
+                    .values(status=TaskStatus.QUEUED, worker_id=None, lease_expires_at=None)
+                )
+                if res.rowcount:  # type: ignore[attr-defined]
+                    requeued.append(task_id)
+        return Requeued(requeued, failed)
+
+    # --- outputs ----------------------------------------------------------------------------
+
+    async def expired_results(self, now: datetime | None = None, limit: int = 500) -> list[Result]:
+        async with self.sessions() as s:
+            rows = await s.scalars(
+                select(Result)
+                .where(Result.expires_at < (now or utcnow()), Result.deleted_at.is_(None))
+                .limit(limit)
+            )
+            return list(rows.all())
+
+    async def mark_deleted(self, result_id: str) -> None:
+        async with self.session() as s:
+            await s.execute(update(Result).where(Result.id == result_id).values(deleted_at=utcnow()))
+
+    async def find_video(self, video_uuid: str) -> Result | None:
+        async with self.sessions() as s:
+            return await s.scalar(
+                select(Result).where(Result.video_uuid == video_uuid, Result.deleted_at.is_(None))
+            )
+
+    # --- uploads ----------------------------------------------------------------------------
+
+    async def add_upload(
+        self, api_key_id: str, image_uuid: str, storage_key: str, expires_at: datetime
+    ) -> Upload:
+        row = Upload(
+            image_uuid=image_uuid, api_key_id=api_key_id, storage_key=storage_key, expires_at=expires_at
+        )
+        async with self.session() as s:
+            s.add(row)
+        return row
+
+    async def get_upload(self, api_key_id: str, image_uuid: str) -> Upload | None:
+        async with self.sessions() as s:
+            row = await s.get(Upload, image_uuid)
+        if row is None or row.api_key_id != api_key_id:
+            return None
+        if row.expires_at is not None and row.expires_at < utcnow():
+            return None
+        return row
+
+    async def expired_uploads(self, now: datetime | None = None, limit: int = 500) -> list[Upload]:
+        async with self.sessions() as s:
+            rows = await s.scalars(select(Upload).where(Upload.expires_at < (now or utcnow())).limit(limit))
+            return list(rows.all())
+
+    async def delete_upload(self, image_uuid: str) -> None:
+        async with self.session() as s:
+            row = await s.get(Upload, image_uuid)
+            if row is not None:
+                await s.delete(row)

@@ -1,0 +1,222 @@
+"""The worker: claim -> generate -> encode -> store -> notify, one task at a time.
+
+The job lifecycle is owned here, with logs bound to the task. The engine runs in a thread so
+the event loop keeps serving heartbeats, progress and (in embedded mode) the API. Seeds were
+fixed at submission, so a task retried after a crash makes the same results again, and
+results already stored by an earlier attempt are kept, not redone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ltxserve.config import Settings
+from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationResult
+from ltxserve.logs import get_logger
+from ltxserve.media.encode import VideoFormat, encode_video
+from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
+from ltxserve.protocol.errors import unsupported
+from ltxserve.service.core import Service, video_key
+from ltxserve.service.events import TaskEvent
+from ltxserve.store.models import Task, TaskStatus, utcnow
+
+log = get_logger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, service: Service, engine: Engine) -> None:
+        self.settings = settings
+        self.service = service
+        self.store = service.store
+        self.engine = engine
+        self.id = worker_name()
+        self.wakeup = asyncio.Event()
+        self.busy = False
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def stop(self) -> None:
+        """Finish the task in hand, then return from ``run`` (graceful drain on SIGTERM)."""
+        self._stopping.set()
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        log.info("worker started", worker=self.id)
+        while not self._stopping.is_set():
+            task_id = await self.store.claim(self.id, self.settings.lease_s)
+            if task_id is None:
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+                continue
+            await self.process(task_id)
+        log.info("worker stopped", worker=self.id)
+
+    async def process(self, task_id: str) -> None:
+        task = await self.store.get_task(task_id)
+        if task is None:
+            return
+        blog = log.bind(task_uuid=task.task_uuid, task_id=task.id, attempt=task.attempts, worker=self.id)
+        cancel = threading.Event()
+        self.busy = True
+        beat = asyncio.create_task(self._heartbeat(task, cancel))
+        started = time.perf_counter()
+        try:
+            await self._run(task, cancel, blog)
+        except GenerationCancelled:
+            blog.info("task cancelled")
+            done = await self.store.finish_task(
+                task.id, code=ErrorCode.TASK_CANCELLED, message="cancelled by the client", status="cancelled"
+            )
+            if done is not None:
+                await self.service.publish_results(done)
+        except CapacityError as exc:
+            blog.warning("task refused by the capacity check", parameter=exc.parameter, reason=str(exc))
+            await self._fail(task, unsupported(exc.parameter), str(exc))
+        except Exception as exc:
+            blog.exception("task attempt failed")
+            if task.attempts < self.settings.max_attempts:
+                await self.store.release(task.id, self.id)
+                self.wake()
+            else:
+                await self._fail(task, ErrorCode.INFERENCE_ERROR, f"generation failed: {exc}")
+        finally:
+            beat.cancel()
+            self.busy = False
+            blog.info("task attempt ended", seconds=round(time.perf_counter() - started, 3))
+
+    async def _fail(self, task: Task, code: str, message: str) -> None:
+        done = await self.store.finish_task(task.id, code=code, message=message)
+        if done is not None:
+            await self.service.publish_results(done)
+
+    async def _run(self, task: Task, cancel: threading.Event, blog: Any) -> None:
+        # 1. rebuild the job from the persisted request; only results not yet made
+        model = VideoInferenceTask.model_validate(
+            task.request, context=ValidationContext(model_ids=(task.request["model"],))
+        )
+        pending = [r for r in task.results if r.status not in TaskStatus.TERMINAL]
+        if not pending:
+            await self.store.finish_task(task.id)
+            return
+        image = None
+        if model.frame_image is not None:
+            image = await self.service.images.load_upload(task.api_key_id, model.frame_image.value)
+        job = replace(to_job(model, image=image), seeds=tuple(r.seed for r in pending))
+        blog.info("generating", results=len(pending), seeds=list(job.seeds), size=f"{job.width}x{job.height}")
+
+        # 2. generate in a thread; progress comes back through the loop, throttled
+        loop = asyncio.get_running_loop()
+        progress = _Progress(self, task, loop, done=len(task.results) - len(pending))
+        results = await asyncio.to_thread(self.engine.generate, job, progress, cancel)
+        t = results[0].timings
+        blog.info(
+            "generated",
+            enhance_s=round(t.enhance, 3),
+            text_encode_s=round(t.text_encode, 3),
+            denoise_s=round(t.denoise, 3),
+            video_decode_s=round(t.video_decode, 3),
+            audio_decode_s=round(t.audio_decode, 3),
+            prompt=results[0].prompt if job.enhance_prompt else None,
+        )
+
+        # 3. encode, store and announce each result
+        fmt = VideoFormat(model.output_format)
+        ttl = model.ttl or self.settings.default_ttl_s
+        for row, result in zip(pending, results, strict=True):
+            video_uuid = str(uuid.uuid4())
+            key = video_key(video_uuid, fmt)
+            await self._store_video(result, fmt, model.output_quality, key)
+            stored = await self.store.finish_result(
+                row.id,
+                video_uuid=video_uuid,
+                storage_key=key,
+                nsfw=False,
+                expires_at=utcnow() + timedelta(seconds=ttl),
+            )
+            if not stored:  # the task was ended meanwhile (cancel); drop the orphan file
+                await self.service.blobs.delete(key)
+                continue
+            blog.info("result stored", video_uuid=video_uuid, seed=row.seed, key=key)
+        done = await self.store.finish_task(task.id)
+        if done is not None:
+            await self.service.publish_results(done)
+        blog.info("task finished", status=done.status if done else None)
+
+    async def _store_video(self, result: GenerationResult, fmt: VideoFormat, quality: int, key: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="ltxserve-") as tmp:
+            path = Path(tmp) / f"out{fmt.extension}"
+            await asyncio.to_thread(
+                encode_video,
+                path,
+                result.frames,
+                result.fps,
+                result.audio,
+                result.sample_rate,
+                fmt,
+                quality,
+            )
+            await self.service.blobs.put_file(key, path, fmt.content_type)
+
+    async def _heartbeat(self, task: Task, cancel: threading.Event) -> None:
+        """Renew the lease; a cancelled (or lost) task stops the engine at its next step."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                still_mine = await self.store.heartbeat(task.id, self.id, self.settings.lease_s)
+            except Exception:
+                log.exception("heartbeat failed", task_uuid=task.task_uuid)
+                continue
+            if not still_mine:
+                log.info("task cancelled or lost its lease; stopping", task_uuid=task.task_uuid)
+                cancel.set()
+                return
+
+
+class _Progress:
+    """The engine's progress callback (called from its thread) -> store + WebSocket, throttled."""
+
+    def __init__(self, worker: Worker, task: Task, loop: asyncio.AbstractEventLoop, done: int) -> None:
+        self.worker = worker
+        self.task = task
+        self.loop = loop
+        self.total_results = len(task.results)
+        self.done_results = done
+        self.last = 0.0
+
+    def __call__(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if step < total and now - self.last < self.worker.settings.progress_interval_s:
+            return
+        self.last = now
+        # Share of the whole task: results already made count as complete.
+        remaining = self.total_results - self.done_results
+        pct = 100.0 * (self.done_results + remaining * step / total) / self.total_results
+        pct = min(pct, 99.0)  # 100 only once the files are stored
+        asyncio.run_coroutine_threadsafe(self._publish(pct), self.loop)
+
+    async def _publish(self, pct: float) -> None:
+        try:
+            await self.worker.store.set_progress(self.task.id, pct)
+            await self.worker.service.bus.publish(
+                TaskEvent(self.task.id, "progress", {"taskUUID": self.task.task_uuid, "progress": round(pct)})
+            )
+        except Exception:
+            log.exception("progress update failed", task_uuid=self.task.task_uuid)

@@ -1,0 +1,103 @@
+"""A real ltxserve (uvicorn, HTTP + WebSocket) on a free port, running the tiny pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from ltxserve.api.app import create_app
+from ltxserve.config import Settings
+from ltxserve.engine import Engine
+from ltxserve.runtime import Runtime
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    ws_url: str
+    settings: Settings
+    runtime: Runtime
+    loop: asyncio.AbstractEventLoop
+    key: str
+    other_key: str
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop (for direct store access in tests)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def post(self, tasks: Any, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key or self.key}"} if key != "" else {}
+        return httpx.post(f"{self.url}/v1", json=tasks, headers=headers, timeout=60, **kwargs)
+
+
+def start_server(settings: Settings, engine: Engine | None) -> Iterator[LiveServer]:
+    runtime = Runtime.build(settings, engine=engine)
+    app = create_app(runtime)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.port, log_config=None, ws_max_size=settings.max_body_bytes
+    )
+    server = uvicorn.Server(config)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        loops.append(loop)
+        loop.run_until_complete(server.serve())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{settings.port}"
+    while httpx.get(f"{base}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not become ready")
+        time.sleep(0.05)
+    live = LiveServer(base, f"ws://127.0.0.1:{settings.port}/v1", settings, runtime, loops[0], "", "")
+    live.key = live.call(runtime.store.create_key("tests"))[1]
+    live.other_key = live.call(runtime.store.create_key("someone else"))[1]
+    try:
+        yield live
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def server_settings(tmp: Path, **overrides: Any) -> Settings:
+    port = free_port()
+    values: dict[str, Any] = {
+        "data_dir": tmp,
+        "port": port,
+        "max_sequence_length": 64,
+        "enhance_max_new_tokens": 8,
+        "heartbeat_s": 0.5,
+        "progress_interval_s": 0.0,
+        "sweep_interval_s": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[LiveServer]:
+    settings = server_settings(tmp_path_factory.mktemp("server"), model_path=engine.settings.model_path)
+    yield from start_server(settings, engine)
