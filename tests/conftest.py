@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ltxserve.config import Settings  # noqa: E402
+from ltxserve.config import Settings
 
 
 @pytest.fixture(scope="session")

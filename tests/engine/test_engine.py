@@ -58,7 +58,9 @@ def test_same_seed_same_output_other_seed_differs(engine: Engine) -> None:
     (a,) = engine.generate(JOB)
     (b,) = engine.generate(JOB)
     (c,) = engine.generate(replace(JOB, seeds=(8,)))
-    assert a.audio is not None and b.audio is not None and c.audio is not None
+    assert a.audio is not None
+    assert b.audio is not None
+    assert c.audio is not None
     assert np.array_equal(a.frames, b.frames)
     assert np.array_equal(a.audio, b.audio)
     assert not np.array_equal(a.frames, c.frames)
@@ -93,7 +95,8 @@ def test_batched_results_match_single_runs(engine: Engine) -> None:
     for r in batched:
         (single,) = engine.generate(replace(JOB, seeds=(r.seed,)))
         assert np.abs(r.frames.astype(int) - single.frames.astype(int)).max() <= 1
-        assert r.audio is not None and single.audio is not None
+        assert r.audio is not None
+        assert single.audio is not None
         assert np.allclose(r.audio, single.audio, atol=1e-4)
     assert not np.array_equal(batched[0].frames, batched[1].frames)
 
@@ -164,9 +167,7 @@ def test_capacity_refuses_before_work(engine: Engine, monkeypatch: pytest.Monkey
     assert "GiB" in str(err.value)
 
 
-def test_capacity_falls_back_to_sequential_results(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_capacity_falls_back_to_sequential_results(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     job = replace(JOB, width=512, height=256, seeds=(1, 2, 3, 4))
     one = engine.plan(replace(job, seeds=(1,))).estimate.peak(tiled=False)
     monkeypatch.setattr(engine.settings, "vae_tiling", "off")

@@ -47,4 +47,5 @@ def test_fit_audio_cuts_and_pads() -> None:
     assert cut.shape == (2, 500)
     padded = fit_audio(audio, 100, 12)
     assert padded.shape == (2, 1200)
-    assert np.all(padded[:, 1000:] == 0) and np.all(padded[:, :1000] == 1)
+    assert np.all(padded[:, 1000:] == 0)
+    assert np.all(padded[:, :1000] == 1)
