@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketState
 
 from ltxserve import __version__
 from ltxserve.api.dispatch import Dispatcher, auth_error
+from ltxserve.api.playground import mount_playground
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
     ErrorCode,
@@ -179,6 +180,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
         ok = all(v == "ok" for v in checks.values())
         return _json({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
 
+    mount_playground(app)
     return app
 
 
