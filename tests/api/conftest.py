@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,48 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     def post(self, tasks: Any, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        """REST call with ``key`` (default: the test key; "" sends no Authorization header)."""
         headers = {"Authorization": f"Bearer {key or self.key}"} if key != "" else {}
         return httpx.post(f"{self.url}/v1", json=tasks, headers=headers, timeout=60, **kwargs)
+
+    def submit(self, key: str | None = None, **fields: Any) -> str:
+        """Submit a tiny videoInference (fields override the defaults); returns its taskUUID."""
+        task = video_task(**fields)
+        reply = self.post([task], key=key)
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"data": [{"taskType": "videoInference", "taskUUID": task["taskUUID"]}]}
+        return str(task["taskUUID"])
+
+    def wait(self, task_uuid: str, key: str | None = None, timeout: float = 120) -> dict[str, Any]:
+        """Poll getResponse until every item is finished (or an error arrives)."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = self.post([{"taskType": "getResponse", "taskUUID": task_uuid}], key=key).json()
+            items = body.get("data", [])
+            if body.get("errors") or (items and all(i.get("status") == "success" for i in items)):
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_uuid} did not finish in {timeout} s: {body}")
+
+
+def video_task(**fields: Any) -> dict[str, Any]:
+    """A videoInference the tiny model finishes in well under a second."""
+    task: dict[str, Any] = {
+        "taskType": "videoInference",
+        "taskUUID": str(uuid.uuid4()),
+        "model": "lightricks:ltx@2",
+        "positivePrompt": "a red kite over green hills",
+        "width": 128,
+        "height": 128,
+        "duration": 1,
+        "fps": 8,
+        "steps": 2,
+        "CFGScale": 1,
+        "settings": {"enhancePrompt": False},
+    }
+    task.update(fields)
+    return {k: v for k, v in task.items() if v is not None}
 
 
 def start_server(settings: Settings, engine: Engine | None) -> Iterator[LiveServer]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -168,17 +168,30 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> list[GenerationResult]:
         """Run one job; results come back in ``job.seeds`` order."""
+        return [r for batch in self.generate_batches(job, progress, cancel) for r in batch]
+
+    def generate_batches(
+        self,
+        job: GenerationJob,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generator[list[GenerationResult], None, None]:
+        """Yield results as each pipeline call finishes (all at once when batched).
+
+        The worker stores each batch before the next is generated, so a crash keeps what was
+        already made. The engine is held for the whole iteration.
+        """
         if not job.seeds:
             raise ValueError("a job needs at least one seed")
         with self._lock:
-            return self._generate(job, progress, cancel)
+            yield from self._generate(job, progress, cancel)
 
     def _generate(
         self,
         job: GenerationJob,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
-    ) -> list[GenerationResult]:
+    ) -> Generator[list[GenerationResult], None, None]:
         # 1. plan frames, batching and tiling (raises CapacityError before any work)
         run = self.plan(job)
         pipe = self.i2v if job.image is not None else self.t2v
@@ -202,7 +215,6 @@ class Engine:
         # 4. denoise + decode: one batched call, or one call per result
         groups = [list(job.seeds)] if run.batched else [[s] for s in job.seeds]
         total_steps = job.steps * len(groups)
-        results: list[GenerationResult] = []
         for g, seeds in enumerate(groups):
             done_before = g * job.steps
 
@@ -215,21 +227,18 @@ class Engine:
             timings.video_decode += stage.video_decode
             timings.audio_decode += stage.audio_decode
             # 5. exact length: drop surplus frames, fit audio to the duration
-            for i, seed in enumerate(seeds):
-                clip = frames[i, : run.frames.requested_frames]
-                track = fit_audio(audio[i], self.sample_rate, job.duration) if job.audio else None
-                results.append(
-                    GenerationResult(
-                        seed=seed,
-                        frames=clip,
-                        fps=job.fps,
-                        audio=track,
-                        sample_rate=self.sample_rate,
-                        prompt=prompt,
-                        timings=timings,
-                    )
+            yield [
+                GenerationResult(
+                    seed=seed,
+                    frames=frames[i, : run.frames.requested_frames],
+                    fps=job.fps,
+                    audio=fit_audio(audio[i], self.sample_rate, job.duration) if job.audio else None,
+                    sample_rate=self.sample_rate,
+                    prompt=prompt,
+                    timings=timings,
                 )
-        return results
+                for i, seed in enumerate(seeds)
+            ]
 
     def enhance(self, job: GenerationJob) -> str:
         from diffusers.pipelines.ltx2.utils import I2V_DEFAULT_SYSTEM_PROMPT, T2V_DEFAULT_SYSTEM_PROMPT

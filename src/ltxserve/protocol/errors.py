@@ -90,7 +90,6 @@ _STATUS_BY_CODE: dict[str, int] = {
     ErrorCode.INVALID_API_KEY: 401,
     ErrorCode.MISSING_API_KEY: 401,
     ErrorCode.TASK_NOT_FOUND: 404,
-    ErrorCode.CONFLICT_TASK_UUID: 409,
     ErrorCode.RATE_LIMIT_EXCEEDED: 429,
     ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.INTERNAL_SERVER_ERROR: 500,

@@ -125,40 +125,50 @@ class Worker:
         # 2. generate in a thread; progress comes back through the loop, throttled
         loop = asyncio.get_running_loop()
         progress = _Progress(self, task, loop, done=len(task.results) - len(pending))
-        results = await asyncio.to_thread(self.engine.generate, job, progress, cancel)
-        t = results[0].timings
-        blog.info(
-            "generated",
-            enhance_s=round(t.enhance, 3),
-            text_encode_s=round(t.text_encode, 3),
-            denoise_s=round(t.denoise, 3),
-            video_decode_s=round(t.video_decode, 3),
-            audio_decode_s=round(t.audio_decode, 3),
-            prompt=results[0].prompt if job.enhance_prompt else None,
-        )
-
-        # 3. encode, store and announce each result
+        batches = self.engine.generate_batches(job, progress, cancel)
         fmt = VideoFormat(model.output_format)
         ttl = model.ttl or self.settings.default_ttl_s
-        for row, result in zip(pending, results, strict=True):
-            video_uuid = str(uuid.uuid4())
-            key = video_key(video_uuid, fmt)
-            await self._store_video(result, fmt, model.output_quality, key)
-            stored = await self.store.finish_result(
-                row.id,
-                video_uuid=video_uuid,
-                storage_key=key,
-                nsfw=False,
-                expires_at=utcnow() + timedelta(seconds=ttl),
-            )
-            if not stored:  # the task was ended meanwhile (cancel); drop the orphan file
-                await self.service.blobs.delete(key)
-                continue
-            blog.info("result stored", video_uuid=video_uuid, seed=row.seed, key=key)
+        rows = iter(pending)
+        try:
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                t = batch[0].timings
+                blog.info(
+                    "generated",
+                    results=len(batch),
+                    enhance_s=round(t.enhance, 3),
+                    text_encode_s=round(t.text_encode, 3),
+                    denoise_s=round(t.denoise, 3),
+                    video_decode_s=round(t.video_decode, 3),
+                    audio_decode_s=round(t.audio_decode, 3),
+                    prompt=batch[0].prompt if job.enhance_prompt else None,
+                )
+                # 3. encode and store each result before the next batch: a crash keeps them
+                for result in batch:
+                    await self._finish_result(next(rows), result, fmt, model.output_quality, ttl, blog)
+        finally:
+            await asyncio.to_thread(batches.close)
         done = await self.store.finish_task(task.id)
         if done is not None:
             await self.service.publish_results(done)
         blog.info("task finished", status=done.status if done else None)
+
+    async def _finish_result(
+        self, row: Any, result: GenerationResult, fmt: VideoFormat, quality: int, ttl: int, blog: Any
+    ) -> None:
+        video_uuid = str(uuid.uuid4())
+        key = video_key(video_uuid, fmt)
+        await self._store_video(result, fmt, quality, key)
+        stored = await self.store.finish_result(
+            row.id,
+            video_uuid=video_uuid,
+            storage_key=key,
+            nsfw=False,
+            expires_at=utcnow() + timedelta(seconds=ttl),
+        )
+        if not stored:  # the task was ended meanwhile (cancelled): drop the orphan file
+            await self.service.blobs.delete(key)
+            return
+        blog.info("result stored", video_uuid=video_uuid, seed=row.seed, key=key)
 
     async def _store_video(self, result: GenerationResult, fmt: VideoFormat, quality: int, key: str) -> None:
         with tempfile.TemporaryDirectory(prefix="ltxserve-") as tmp:

@@ -1,0 +1,53 @@
+# ltxserve: the README names these targets. `make run` is the first command, `make test` the second.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU torch by default (a local wheel on these machines). GPU boxes: see README ("Installing on a GPU").
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.ltxserve-setup
+
+.PHONY: setup run serve demo test lint format bench browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/ltxserve generate "a lighthouse on a cliff at dusk, waves crashing, seagulls calling" \
+		--width 512 --height 320 --duration 3 --fps 24 --steps 8 --seed 7 --out out/first.mp4
+
+run: demo
+	$(BIN)/ltxserve serve
+
+serve: setup
+	$(BIN)/ltxserve serve
+
+# Debian's Chromium for the playground's browser tests (skipped, with a message, without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: browser tests will be skipped"
+
+test: setup browser
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/media.py
+	$(BIN)/python bench/api.py
+
+clean:
+	rm -rf $(VENV) .cache data out test-artifacts
