@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.ltxserve-setup
 
-.PHONY: setup run serve demo test lint format bench browser clean
+.PHONY: setup run serve demo test lint format docs bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+docs: setup
+	$(BIN)/python -m ltxserve.config README.md
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -134,3 +134,31 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Process-wide settings; tests build their own ``Settings(...)`` instead of using this."""
     return Settings()
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the field descriptions (one place per fact)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `LTXSERVE_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the table between the README's settings markers; True when it changed."""
+    start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+    text = path.read_text()
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    new = f"{head}{start}\n{settings_table()}\n{end}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m ltxserve.config README.md
+    import sys
+
+    update_readme(Path(sys.argv[1]))
