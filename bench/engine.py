@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ltxserve.config import Settings  # noqa: E402
-from ltxserve.engine import Engine, GenerationJob, plan_frames, sampler_kwargs  # noqa: E402
-from ltxserve.engine.tiny import save_tiny_model  # noqa: E402
-from ltxserve.media.encode import encode_video  # noqa: E402
+from ltxserve.config import Settings
+from ltxserve.engine import Engine, GenerationJob, plan_frames, sampler_kwargs
+from ltxserve.engine.tiny import save_tiny_model
+from ltxserve.media.encode import encode_video
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ def run_preset(preset: str, repeats: int, root: Path) -> None:
     m_ours, m_ref = statistics.median(ours), statistics.median(ref)
     j = job
     print(
-        f"\n[{preset}] {j.width}x{j.height}, {j.duration} s at {j.fps} fps, {j.steps} steps, CFG {j.guidance}, "
-        f"{repeats} runs (median)"
+        f"\n[{preset}] {j.width}x{j.height}, {j.duration} s at {j.fps} fps, {j.steps} steps, "
+        f"CFG {j.guidance}, {repeats} runs (median)"
     )
     print(f"  plain diffusers     {m_ref:8.3f} s")
     print(f"  ltxserve engine     {m_ours:8.3f} s   ratio {m_ours / m_ref:.3f} (target <= 1.02)")

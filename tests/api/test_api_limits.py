@@ -44,7 +44,9 @@ def test_explicit_ttl_is_honoured(short_ttl: LiveServer) -> None:
     task_uuid = short_ttl.submit(ttl=120)
     (item,) = short_ttl.wait(task_uuid)["data"]
     result = short_ttl.call(short_ttl.runtime.store.find_video(item["videoUUID"]))
-    assert result is not None and result.expires_at is not None and result.finished_at is not None
+    assert result is not None
+    assert result.expires_at is not None
+    assert result.finished_at is not None
     assert result.expires_at - result.finished_at == pytest.approx(
         timedelta(seconds=120), abs=timedelta(seconds=1)
     )
