@@ -261,6 +261,27 @@ def keys_revoke(
     typer.echo(f"revoked {ident}")
 
 
+@keys_app.command("rotate-secret")
+def keys_rotate_secret(ident: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """New webhook signing secret for a key (printed once); the old one stops signing at once."""
+    from ltxserve.runtime import Runtime
+
+    settings = _settings()
+
+    async def run() -> str | None:
+        rt = Runtime.build(settings, with_worker=False)
+        await rt.store.create_all()
+        try:
+            return await rt.store.rotate_webhook_secret(ident.rstrip("…"))
+        finally:
+            await rt.store.close()
+
+    secret = asyncio.run(run())
+    if secret is None:
+        _fail(f"no active key matches {ident!r}")
+    typer.echo(f"new webhook signing secret, shown once:\n\n  {secret}\n")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

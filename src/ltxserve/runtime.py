@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from ltxserve import net
 from ltxserve.config import Settings
+from ltxserve.delivery import Deliverer
 from ltxserve.engine import Engine
 from ltxserve.logs import get_logger
 from ltxserve.service.core import Service
@@ -50,7 +52,9 @@ class Runtime:
         store = Store(database_url(settings))
         blobs = LocalBlobStore(settings.data_dir / "files")
         bus = LocalEventBus()
-        service = Service(settings, store, blobs, bus)
+        http = net.from_settings(settings)
+        deliverer = Deliverer(settings, store, blobs, http)
+        service = Service(settings, store, blobs, bus, http=http, deliverer=deliverer)
         return cls(settings, store, blobs, bus, service, with_worker, engine)
 
     async def start(self) -> None:
@@ -60,6 +64,8 @@ class Runtime:
             # The API answers (and queues tasks) while the model loads; /readyz says when it is up.
             self._tasks.append(asyncio.create_task(self._run_worker(), name="worker"))
         self._tasks.append(asyncio.create_task(Sweeper(self.settings, self.service).run(), name="sweeper"))
+        if self.service.deliverer is not None:
+            self._tasks.append(asyncio.create_task(self.service.deliverer.run(), name="deliverer"))
 
     async def _run_worker(self) -> None:
         if self.engine is None:

@@ -37,6 +37,7 @@ class LiveServer:
     loop: asyncio.AbstractEventLoop
     key: str
     other_key: str
+    secret: str = ""  # the webhook signing secret of ``key``
 
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the server's loop (for direct store access in tests)."""
@@ -114,7 +115,7 @@ def start_server(settings: Settings, engine: Engine | None) -> Iterator[LiveServ
             raise RuntimeError("server did not become ready")
         time.sleep(0.05)
     live = LiveServer(base, f"ws://127.0.0.1:{settings.port}/v1", settings, runtime, loops[0], "", "")
-    live.key = live.call(runtime.store.create_key("tests"))[1]
+    _, live.key, live.secret = live.call(runtime.store.create_key("tests"))
     live.other_key = live.call(runtime.store.create_key("someone else"))[1]
     try:
         yield live

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ltxserve.config import Settings
+from ltxserve.delivery import Deliverer, webhook_body
 from ltxserve.engine.capacity import CapacityError
 from ltxserve.engine.types import GenerationJob
 from ltxserve.logs import get_logger
 from ltxserve.media.encode import VideoFormat
+from ltxserve.net import FetchError, SafeHttpClient
 from ltxserve.protocol import (
     ErrorCode,
     ErrorDetail,
@@ -32,7 +34,7 @@ from ltxserve.protocol import (
     to_job,
     video_success_item,
 )
-from ltxserve.protocol.errors import unsupported
+from ltxserve.protocol.errors import invalid, unsupported
 from ltxserve.service.events import EventBus, TaskEvent
 from ltxserve.service.images import ImageResolver, frame_image_parameter, upload_key
 from ltxserve.storage.base import BlobStore
@@ -64,6 +66,8 @@ class Service:
         bus: EventBus,
         capacity: CapacityCheck | None = None,
         wake: Callable[[], None] | None = None,
+        http: SafeHttpClient | None = None,
+        deliverer: Deliverer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -71,7 +75,9 @@ class Service:
         self.bus = bus
         self.capacity = capacity
         self.wake = wake or (lambda: None)
-        self.images = ImageResolver(settings, store, blobs)
+        self.http = http
+        self.deliverer = deliverer
+        self.images = ImageResolver(settings, store, blobs, http)
         self.validation = ValidationContext.from_settings(settings)
 
     # --- URLs -------------------------------------------------------------------------------
@@ -103,7 +109,16 @@ class Service:
             raise RunwareError(
                 self._error(task, ErrorCode.RATE_LIMIT_EXCEEDED, "The server's queue is full; retry later.")
             )
-        # 2. the first-frame image: decoded now, so a bad image is refused before the ack
+        # 2. delivery targets must pass the same address policy as image URLs
+        for parameter, url in (("webhookURL", task.webhook_url), ("uploadEndpoint", task.upload_endpoint)):
+            if url is not None and self.http is not None:
+                try:
+                    await self.http.check(url)
+                except FetchError as exc:
+                    raise RunwareError(
+                        self._error(task, invalid(parameter), f"{parameter} {exc}", parameter=parameter)
+                    ) from None
+        # 3. the first-frame image: decoded now, so a bad image is refused before the ack
         request = task.model_dump(mode="json", by_alias=True, exclude_none=True)
         image = None
         if task.frame_image is not None:
@@ -111,7 +126,7 @@ class Service:
             image, image_uuid = await self.images.resolve(key, task.frame_image, parameter, task.task_uuid)
             request.pop("frameImages", None)
             request["inputs"] = {"frameImages": [{"image": image_uuid, "frame": "first"}]}
-        # 3. capacity: refuse what the hardware cannot do before queueing it
+        # 4. capacity: refuse what the hardware cannot do before queueing it
         seeds = result_seeds(task)
         if self.capacity is not None:
             try:
@@ -126,7 +141,7 @@ class Service:
                         task.task_uuid,
                     )
                 ) from exc
-        # 4. persist task + one row per result (seed, cost) in one transaction
+        # 5. persist task + one row per result (seed, cost) in one transaction
         cost = round(self.settings.price_per_second * task.duration, 6)
         try:
             row = await self.store.submit(
@@ -162,7 +177,20 @@ class Service:
                     query.task_uuid,
                 )
             )
-        return self.result_items(task)
+        return await self.result_items_with_uploads(task)
+
+    async def result_items_with_uploads(self, task: Task) -> Reply:
+        """Result items; with an uploadEndpoint each success item says how its upload went."""
+        reply = self.result_items(task)
+        if task.request.get("uploadEndpoint") and reply.data and task.status in TaskStatus.TERMINAL:
+            states = {
+                d.result_id: d.status for d in await self.store.deliveries_for(task.id) if d.kind == "upload"
+            }
+            by_uuid = {r.video_uuid: r.id for r in task.results}
+            for item in reply.data:
+                status = states.get(by_uuid.get(item.get("videoUUID"), ""), "pending")
+                item["uploadStatus"] = {"delivered": "uploaded"}.get(status, status)
+        return reply
 
     def result_items(self, task: Task) -> Reply:
         """getResponse items: all ``processing`` until the task ends, then one per result.
@@ -222,9 +250,39 @@ class Service:
         """Push a finished task's items to whoever listens for it (WebSocket connections)."""
         if task.status not in TaskStatus.TERMINAL:
             return
-        reply = self.result_items(task)
+        reply = await self.result_items_with_uploads(task)
         payload = {"data": reply.data, "errors": [e.to_wire() for e in reply.errors]}
         await self.bus.publish(TaskEvent(task.id, "result", payload))
+        webhook = task.request.get("webhookURL")
+        if webhook and self.deliverer is not None:
+            failed = [r for r in task.results if r.status != TaskStatus.SUCCESS]
+            for r, error in zip(failed, reply.errors, strict=True):
+                body = webhook_body(error.to_wire(), self.settings.webhook_envelope, error=True)
+                await self.deliverer.enqueue(
+                    task_id=task.id, result_id=r.id, kind="webhook", url=webhook, body=body
+                )
+
+    async def deliver_result(self, task: Task, result: Result) -> None:
+        """A result was stored: its webhook and upload go out now (not when the task ends)."""
+        if self.deliverer is None:
+            return
+        webhook, upload = task.request.get("webhookURL"), task.request.get("uploadEndpoint")
+        if webhook:
+            item = self.success_item(task, result, bool(task.request.get("includeCost")))
+            body = webhook_body(item, self.settings.webhook_envelope)
+            await self.deliverer.enqueue(
+                task_id=task.id, result_id=result.id, kind="webhook", url=webhook, body=body
+            )
+        if upload and result.storage_key:
+            fmt = VideoFormat(task.request.get("outputFormat", "MP4"))
+            await self.deliverer.enqueue(
+                task_id=task.id,
+                result_id=result.id,
+                kind="upload",
+                url=upload,
+                blob_key=result.storage_key,
+                content_type=fmt.content_type,
+            )
 
     # --- imageUpload ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ltxserve.config import Settings
 from ltxserve.media.images import ImageDecodeError, decode_base64, decode_image, encode_png, parse_data_uri
+from ltxserve.net.errors import FetchError
 from ltxserve.protocol import ErrorDetail, ImageRef, RunwareError, VideoInferenceTask
 from ltxserve.protocol.errors import invalid
 from ltxserve.storage.base import BlobNotFound, BlobStore
@@ -23,7 +24,7 @@ from ltxserve.store.repository import Store
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ltxserve.service.fetch import UrlFetcher
+    from ltxserve.net import SafeHttpClient
 
 
 def upload_key(image_uuid: str) -> str:
@@ -39,7 +40,7 @@ def frame_image_parameter(task: VideoInferenceTask) -> str:
 
 class ImageResolver:
     def __init__(
-        self, settings: Settings, store: Store, blobs: BlobStore, fetcher: UrlFetcher | None = None
+        self, settings: Settings, store: Store, blobs: BlobStore, fetcher: SafeHttpClient | None = None
     ) -> None:
         self.settings = settings
         self.store = store
@@ -70,7 +71,10 @@ class ImageResolver:
             elif ref.kind == "base64":
                 data = decode_base64(ref.value, max_bytes=self.settings.max_image_bytes)
             elif self.fetcher is not None:
-                data = await self.fetcher.fetch_image(ref.value)
+                fetched = await self.fetcher.fetch(
+                    ref.value, max_bytes=self.settings.max_image_bytes, accept_types=("image/*",)
+                )
+                data = fetched.content
             else:
                 raise fail("is a URL; this server does not fetch image URLs")
             return await asyncio.to_thread(
@@ -81,6 +85,8 @@ class ImageResolver:
             )
         except ImageDecodeError as exc:
             raise fail(f"is not a usable image: {exc}") from None
+        except FetchError as exc:
+            raise fail(f"could not be fetched: {exc}") from None
 
     async def save(self, key: ApiKey, image: Image.Image) -> str:
         """Store ``image`` as an upload of ``key`` and return its imageUUID."""

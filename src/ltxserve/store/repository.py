@@ -7,6 +7,7 @@ update is guarded by ``status`` in its WHERE clause). Claims are atomic
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,18 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from ltxserve.store.models import ApiKey, Base, Result, Task, TaskStatus, Upload, new_id, utcnow
+from ltxserve.store.models import (
+    ApiKey,
+    Base,
+    Delivery,
+    DeliveryStatus,
+    Result,
+    Task,
+    TaskStatus,
+    Upload,
+    new_id,
+    utcnow,
+)
 
 KEY_PREFIX = "ltx_"
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
@@ -27,6 +39,11 @@ ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 class TaskConflict(Exception):
     """The API key already used this taskUUID."""
+
+
+def new_webhook_secret() -> str:
+    """Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def hash_key(key: str) -> str:
@@ -88,7 +105,7 @@ class Store:
     async def create_key(self, name: str) -> tuple[ApiKey, str, str]:
         """Return the row, the key and its webhook secret; only hashes of the key are kept."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        secret = "whsec_" + secrets.token_urlsafe(24)
+        secret = new_webhook_secret()
         row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], webhook_secret=secret)
         async with self.session() as s:
             s.add(row)
@@ -113,6 +130,17 @@ class Store:
             return await s.scalar(
                 select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
             )
+
+    async def rotate_webhook_secret(self, ident: str) -> str | None:
+        """A new signing secret for the key (by id or prefix); the old one stops working."""
+        secret = new_webhook_secret()
+        async with self.session() as s:
+            res = await s.execute(
+                update(ApiKey)
+                .where((ApiKey.id == ident) | (ApiKey.prefix == ident), ApiKey.revoked_at.is_(None))
+                .values(webhook_secret=secret)
+            )
+            return secret if res.rowcount else None  # type: ignore[attr-defined]
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         async with self.sessions() as s:
@@ -384,3 +412,74 @@ class Store:
             row = await s.get(Upload, image_uuid)
             if row is not None:
                 await s.delete(row)
+
+    # --- deliveries (webhooks, uploadEndpoint) ----------------------------------------------
+
+    async def add_delivery(self, delivery: Delivery) -> bool:
+        """Record a delivery once per (result, kind); False when it already existed."""
+        try:
+            async with self.session() as s:
+                s.add(delivery)
+        except IntegrityError:
+            return False
+        return True
+
+    async def claim_deliveries(self, lease_s: float, limit: int = 20) -> list[Delivery]:
+        """Due deliveries, each pushed ``lease_s`` into the future so no other process sends it."""
+        now = utcnow()
+        async with self.sessions() as s:
+            ids = list(
+                (
+                    await s.scalars(
+                        select(Delivery.id)
+                        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+                        .order_by(Delivery.next_attempt_at)
+                        .limit(limit)
+                    )
+                ).all()
+            )
+        claimed: list[Delivery] = []
+        for delivery_id in ids:
+            async with self.session() as s:
+                row = await s.scalar(
+                    update(Delivery)
+                    .where(
+                        Delivery.id == delivery_id,
+                        Delivery.status == DeliveryStatus.PENDING,
+                        Delivery.next_attempt_at <= now,
+                    )
+                    .values(next_attempt_at=now + timedelta(seconds=lease_s), attempts=Delivery.attempts + 1)
+                    .returning(Delivery)
+                )
+                if row is not None:
+                    claimed.append(row)
+        return claimed
+
+    async def delivery_done(self, delivery_id: str) -> None:
+        async with self.session() as s:
+            await s.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(status=DeliveryStatus.DELIVERED, finished_at=utcnow(), last_error=None)
+            )
+
+    async def delivery_retry(self, delivery_id: str, at: datetime, error: str) -> None:
+        async with self.session() as s:
+            await s.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(next_attempt_at=at, last_error=error)
+            )
+
+    async def delivery_failed(self, delivery_id: str, error: str) -> None:
+        async with self.session() as s:
+            await s.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(status=DeliveryStatus.FAILED, finished_at=utcnow(), last_error=error)
+            )
+
+    async def deliveries_for(self, task_id: str) -> list[Delivery]:
+        async with self.sessions() as s:
+            rows = await s.scalars(select(Delivery).where(Delivery.task_id == task_id))
+            return list(rows.all())

@@ -169,6 +169,10 @@ class Worker:
             await self.service.blobs.delete(key)
             return
         blog.info("result stored", video_uuid=video_uuid, seed=row.seed, key=key)
+        task = await self.store.get_task(row.task_id)
+        if task is not None:
+            stored_row = next(r for r in task.results if r.id == row.id)
+            await self.service.deliver_result(task, stored_row)
 
     async def _store_video(self, result: GenerationResult, fmt: VideoFormat, quality: int, key: str) -> None:
         with tempfile.TemporaryDirectory(prefix="ltxserve-") as tmp:
