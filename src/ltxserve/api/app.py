@@ -140,13 +140,16 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
                 if request_errors:
                     await conn.send(reply(errors=request_errors))
                     continue
-                out, key = await dispatcher.run(tasks, key, session_uuid)
-                for task_uuid in out.accepted:
-                    assert key is not None
-                    task = await runtime.store.find_task(key.id, task_uuid)
-                    if task is not None:
-                        unsubscribe.append(runtime.bus.subscribe(task.id, conn.push))
-                await conn.send(reply(out.data, out.errors))
+                # Hold the socket while dispatching: a push for a task accepted here must not
+                # overtake its ack (runware 0.5.24 would take the pushed result for the ack).
+                async with conn.lock:
+                    out, key = await dispatcher.run(tasks, key, session_uuid)
+                    for task_uuid in out.accepted:
+                        assert key is not None
+                        task = await runtime.store.find_task(key.id, task_uuid)
+                        if task is not None:
+                            unsubscribe.append(runtime.bus.subscribe(task.id, conn.push))
+                    await conn.send_unlocked(reply(out.data, out.errors))
         except WebSocketDisconnect:
             pass
         finally:
@@ -197,8 +200,11 @@ class _Connection:
 
     async def send(self, body: dict[str, Any]) -> None:
         async with self.lock:
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                await self.ws.send_text(json.dumps(body))
+            await self.send_unlocked(body)
+
+    async def send_unlocked(self, body: dict[str, Any]) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            await self.ws.send_text(json.dumps(body))
 
     async def push(self, event: TaskEvent) -> None:
         if event.kind == "progress":

@@ -16,6 +16,7 @@ from ltxserve.protocol import (
     ErrorDetail,
     GetResponseTask,
     ImageUploadTask,
+    MediaStorageTask,
     PingTask,
     RunwareError,
     TaskModel,
@@ -99,6 +100,8 @@ class Dispatcher:
             out.errors.extend(reply.errors)
         elif isinstance(task, ImageUploadTask):
             out.data.append(await self.service.upload(key, task))
+        elif isinstance(task, MediaStorageTask):
+            out.data.append(await self.service.media_storage(key, task))
         elif isinstance(task, TaskCancelTask):
             reply = await self.service.cancel(key, task.task_uuid)
             out.data.extend(reply.data)

@@ -565,8 +565,53 @@ class TaskCancelTask(WireModel):
     task_uuid: TaskUUID = Field(alias="taskUUID")
 
 
+class MediaStorageTask(WireModel):
+    """``mediaStorage`` (runware-sdk 1.8.0's successor of imageUpload), for images:
+    ``operation: "upload"`` with ``media`` returns ``mediaUUID``/``mediaURL`` (usable wherever
+    an imageUUID is); ``operation: "delete"`` with ``mediaUUID`` removes an upload."""
+
+    task_type: Literal["mediaStorage"] = Field(alias="taskType")
+    task_uuid: TaskUUID = Field(alias="taskUUID")
+    operation: Literal["upload", "delete"] = "upload"
+    media: UploadImageInput | None = None
+    media_uuid: TaskUUID | None = Field(default=None, alias="mediaUUID")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _operands(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> MediaStorageTask:
+        """The operand the operation needs, reported at its own path with the other errors."""
+        problems: list[InitErrorDetails] = []
+        if isinstance(data, dict):
+            needed = "mediaUUID" if data.get("operation") == "delete" else "media"
+            if data.get(needed) is None:
+                verb = "delete" if needed == "mediaUUID" else "upload"
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError(MISSING_ERROR, "is required to {verb}", {"verb": verb}),
+                        loc=(needed,),
+                        input=data,
+                    )
+                )
+        try:
+            task = handler(data)
+        except ValidationError as exc:
+            raised = [_reraisable(error) for error in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, [*raised, *problems]) from None
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        if not isinstance(task, MediaStorageTask):  # pragma: no cover - handler returns cls
+            raise TypeError("unexpected validation result")
+        return task
+
+
 TaskModel: TypeAlias = (
-    AuthenticationTask | PingTask | GetResponseTask | ImageUploadTask | TaskCancelTask | VideoInferenceTask
+    AuthenticationTask
+    | PingTask
+    | GetResponseTask
+    | ImageUploadTask
+    | MediaStorageTask
+    | TaskCancelTask
+    | VideoInferenceTask
 )
 
 #: taskType -> model; the task types ltxserve answers.
@@ -575,6 +620,7 @@ TASK_MODELS: Final[dict[str, type[WireModel]]] = {
     "ping": PingTask,
     "getResponse": GetResponseTask,
     "imageUpload": ImageUploadTask,
+    "mediaStorage": MediaStorageTask,
     "taskCancel": TaskCancelTask,
     "videoInference": VideoInferenceTask,
 }

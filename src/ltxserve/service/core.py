@@ -23,6 +23,7 @@ from ltxserve.protocol import (
     ErrorDetail,
     GetResponseTask,
     ImageUploadTask,
+    MediaStorageTask,
     RunwareError,
     ValidationContext,
     VideoInferenceTask,
@@ -290,6 +291,40 @@ class Service:
         image = await self.images.load(task.image, "image", task.task_uuid, "imageUpload", key)
         image_uuid = await self.images.save(key, image)
         return image_upload_item(task.task_uuid, image_uuid, self.file_url(upload_key(image_uuid)))
+
+    async def media_storage(self, key: ApiKey, task: MediaStorageTask) -> dict[str, Any]:
+        """runware-sdk 1.8.0's ``mediaStorage``: upload an image (like imageUpload) or delete one."""
+        if task.operation == "upload":
+            assert task.media is not None
+            image = await self.images.load(task.media, "media", task.task_uuid, "mediaStorage", key)
+            media_uuid = await self.images.save(key, image)
+            return {
+                "taskType": "mediaStorage",
+                "taskUUID": task.task_uuid,
+                "operation": "upload",
+                "mediaUUID": media_uuid,
+                "mediaURL": self.file_url(upload_key(media_uuid)),
+            }
+        assert task.media_uuid is not None
+        row = await self.store.get_upload(key.id, task.media_uuid)
+        if row is None:
+            raise RunwareError(
+                ErrorDetail(
+                    invalid("mediaUUID"),
+                    f"mediaUUID {task.media_uuid} is not an upload of this API key",
+                    "mediaUUID",
+                    "mediaStorage",
+                    task.task_uuid,
+                )
+            )
+        await self.blobs.delete(row.storage_key)
+        await self.store.delete_upload(row.image_uuid)
+        return {
+            "taskType": "mediaStorage",
+            "taskUUID": task.task_uuid,
+            "operation": "delete",
+            "mediaUUID": task.media_uuid,
+        }
 
     def _error(
         self, task: VideoInferenceTask, code: str, message: str, parameter: str | None = None

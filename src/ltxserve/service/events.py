@@ -46,16 +46,25 @@ class LocalEventBus:
 
     def __init__(self) -> None:
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        self._running: set[asyncio.Task[None]] = set()
 
     async def publish(self, event: TaskEvent) -> None:
         await self.dispatch(event)
 
     async def dispatch(self, event: TaskEvent) -> None:
+        """Hand the event to each listener without waiting for it: a publisher (the worker, or a
+        request handler cancelling a task) must never wait on a slow or busy socket."""
         for listener in list(self._listeners.get(event.task_id, ())):
-            try:
-                await listener(event)
-            except Exception:  # one broken socket must not stop the others
-                log.exception("event listener failed", task_id=event.task_id, kind=event.kind)
+            task = asyncio.create_task(self._deliver(listener, event))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    @staticmethod
+    async def _deliver(listener: Listener, event: TaskEvent) -> None:
+        try:
+            await listener(event)
+        except Exception:  # one broken socket must not stop the others
+            log.exception("event listener failed", task_id=event.task_id, kind=event.kind)
 
     def subscribe(self, task_id: str, listener: Listener) -> Callable[[], None]:
         self._listeners[task_id].add(listener)

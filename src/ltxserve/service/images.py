@@ -72,7 +72,10 @@ class ImageResolver:
                 data = decode_base64(ref.value, max_bytes=self.settings.max_image_bytes)
             elif self.fetcher is not None:
                 fetched = await self.fetcher.fetch(
-                    ref.value, max_bytes=self.settings.max_image_bytes, accept_types=("image/*",)
+                    ref.value,
+                    max_bytes=self.settings.max_image_bytes,
+                    # the bytes decide: stores often serve images as octet-stream
+                    accept_types=("image/*", "application/octet-stream", "binary/octet-stream"),
                 )
                 data = fetched.content
             else:
