@@ -226,7 +226,7 @@ class Service:
             video_uuid=r.video_uuid,
             video_url=self.file_url(r.storage_key),
             seed=r.seed,
-            nsfw_content=bool(r.nsfw),
+            nsfw_content=r.nsfw,  # only when a content check ran
             cost=r.cost if include_cost else None,
         )
 

@@ -27,6 +27,7 @@ from ltxserve.logs import get_logger
 from ltxserve.media.encode import VideoFormat, encode_video
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
 from ltxserve.protocol.errors import unsupported
+from ltxserve.safety import NSFWChecker, SafetyMode, check_video
 from ltxserve.service.core import Service, video_key
 from ltxserve.service.events import TaskEvent
 from ltxserve.store.models import Task, TaskStatus, utcnow
@@ -48,6 +49,7 @@ class Worker:
         self.wakeup = asyncio.Event()
         self.busy = False
         self._stopping = asyncio.Event()
+        self.checker = NSFWChecker()  # loads its model on first use: never when no task asks
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -144,7 +146,9 @@ class Worker:
                 )
                 # 3. encode and store each result before the next batch: a crash keeps them
                 for result in batch:
-                    await self._finish_result(next(rows), result, fmt, model.output_quality, ttl, blog)
+                    await self._finish_result(
+                        next(rows), result, fmt, model.output_quality, ttl, model.safety.effective_mode, blog
+                    )
         finally:
             await asyncio.to_thread(batches.close)
         done = await self.store.finish_task(task.id)
@@ -153,8 +157,42 @@ class Worker:
         blog.info("task finished", status=done.status if done else None)
 
     async def _finish_result(
-        self, row: Any, result: GenerationResult, fmt: VideoFormat, quality: int, ttl: int, blog: Any
+        self,
+        row: Any,
+        result: GenerationResult,
+        fmt: VideoFormat,
+        quality: int,
+        ttl: int,
+        safety_mode: SafetyMode,
+        blog: Any,
     ) -> None:
+        # Safety first: a result that must fail is never written anywhere.
+        nsfw: bool | None = None
+        if safety_mode != "none":
+            verdict = await asyncio.to_thread(
+                check_video,
+                result.frames,
+                result.fps,
+                safety_mode,
+                self.checker,
+                self.settings.nsfw_threshold,
+            )
+            nsfw = verdict.nsfw
+            blog.info(
+                "safety checked",
+                mode=safety_mode,
+                nsfw=nsfw,
+                max_score=round(verdict.max_score, 4),
+                frames=verdict.frames_checked,
+                seconds=round(verdict.seconds, 3),
+            )
+            if nsfw and self.settings.nsfw_action == "fail":
+                await self.store.fail_result(
+                    row.id,
+                    ErrorCode.NSFW_CONTENT_DETECTED,
+                    "the generated video was flagged by the content check",
+                )
+                return
         video_uuid = str(uuid.uuid4())
         key = video_key(video_uuid, fmt)
         await self._store_video(result, fmt, quality, key)
@@ -162,7 +200,7 @@ class Worker:
             row.id,
             video_uuid=video_uuid,
             storage_key=key,
-            nsfw=False,
+            nsfw=nsfw,
             expires_at=utcnow() + timedelta(seconds=ttl),
         )
         if not stored:  # the task was ended meanwhile (cancelled): drop the orphan file
