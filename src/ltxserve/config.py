@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     enhance_max_new_tokens: int = Field(
         default=512, description="Upper bound on tokens the prompt enhancer may write (LTX-2.0 default 512)."
     )
+    enhance_seed: int = Field(
+        default=10, description="Seed of prompt enhancement (diffusers' default): same prompt, same enhancement."
+    )
+    text_cache_size: int = Field(
+        default=64, description="Prompts whose text-encoder outputs (and enhancements) are kept; 0 disables."
+    )
     batch_results: bool = Field(
         default=True, description="Denoise numberResults > 1 in one batched pipeline call when memory allows."
     )

@@ -178,3 +178,44 @@ def test_capacity_falls_back_to_sequential_results(engine: Engine, monkeypatch: 
         results = engine.generate(replace(job, steps=1))
     assert rows == [1, 1, 1, 1]
     assert [r.seed for r in results] == [1, 2, 3, 4]
+
+
+@contextmanager
+def count_calls(module: Any) -> Iterator[list[int]]:
+    calls: list[int] = []
+    handle = module.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_text_encoding_is_cached_and_exact(engine: Engine) -> None:
+    engine.text_cache.clear()
+    job = replace(JOB, prompt="a cached prompt", guidance=3.0)
+    with count_calls(engine.t2v.text_encoder) as calls:
+        (first,) = engine.generate(job)
+        (second,) = engine.generate(replace(job, seeds=(99,)))
+        (third,) = engine.generate(job)
+    assert len(calls) == 2  # prompt + negative, once; the next two jobs reuse them
+    assert np.array_equal(first.frames, third.frames)
+    engine.text_cache.clear()
+    (fresh,) = engine.generate(job)
+    assert np.array_equal(first.frames, fresh.frames)  # a hit equals a recomputation
+    with count_calls(engine.t2v.text_encoder) as calls:
+        engine.generate(replace(job, negative_prompt="something else"))
+    assert len(calls) == 2  # another negative is another key
+
+
+def test_enhancement_is_cached_per_prompt(engine: Engine) -> None:
+    engine.enhance_cache.clear()
+    job = replace(JOB, prompt="enhance me", enhance_prompt=True)
+    (a,) = engine.generate(job)
+    hits = engine.enhance_cache.stats.hits
+    (b,) = engine.generate(replace(job, seeds=(123,)))
+    assert engine.enhance_cache.stats.hits == hits + 1
+    assert a.prompt == b.prompt  # one enhancement per prompt, whatever the result seed
+    engine.enhance_cache.clear()
+    (c,) = engine.generate(job)
+    assert c.prompt == a.prompt  # fixed enhancement seed: recomputing gives the same text
+    assert np.array_equal(c.frames, a.frames)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ltxserve.config import Settings
+from ltxserve.engine.cache import LRUCache, image_digest
 from ltxserve.engine.capacity import (
     CapacityError,
     GiB,
@@ -95,6 +96,9 @@ class Engine:
             act_bytes=torch.finfo(self.dtype).bits // 8,
         )
         self.sample_rate: int = t2v.vocoder.config.output_sampling_rate
+        # One engine serves one model, so the caches need no model in their keys.
+        self.text_cache: LRUCache[dict[str, Any]] = LRUCache(settings.text_cache_size)
+        self.enhance_cache: LRUCache[str] = LRUCache(settings.text_cache_size)
         self.temporal_ratio: int = t2v.vae_temporal_compression_ratio
 
     @classmethod
@@ -241,22 +245,43 @@ class Engine:
             ]
 
     def enhance(self, job: GenerationJob) -> str:
+        """The pipeline's own prompt enhancer on the loaded text model, cached per input.
+
+        It samples with a fixed seed (``enhance_seed``, diffusers' default 10) rather than the
+        result seed, so the same prompt (and image) always enhances the same way: results of one
+        task share one enhanced prompt, and repeated prompts are enhanced once.
+        """
+        image = self._condition_image(job)
+        key = (
+            job.prompt,
+            image_digest(image),
+            self.settings.enhance_max_new_tokens,
+            self.settings.enhance_seed,
+        )
+        return self.enhance_cache.get_or_compute(key, lambda: self._enhance(job.prompt, image))
+
+    def _enhance(self, prompt: str, image: Any) -> str:
         from diffusers.pipelines.ltx2.utils import I2V_DEFAULT_SYSTEM_PROMPT, T2V_DEFAULT_SYSTEM_PROMPT
 
-        pipe = self.i2v if job.image is not None else self.t2v
-        system = I2V_DEFAULT_SYSTEM_PROMPT if job.image is not None else T2V_DEFAULT_SYSTEM_PROMPT
+        pipe = self.i2v if image is not None else self.t2v
+        system = I2V_DEFAULT_SYSTEM_PROMPT if image is not None else T2V_DEFAULT_SYSTEM_PROMPT
         out = pipe.enhance_prompt(
-            prompt=job.prompt,
+            prompt=prompt,
             system_prompt=system,
             max_new_tokens=self.settings.enhance_max_new_tokens,
-            seed=job.seeds[0],
+            seed=self.settings.enhance_seed,
             device=self.device,
-            image=self._condition_image(job),
+            image=image,
         )
         enhanced = (out[0] if out else "").strip()
-        return enhanced or job.prompt
+        return enhanced or prompt
 
     def encode(self, prompt: str, negative: str, cfg: bool) -> dict[str, Any]:
+        """Text-encoder outputs for a prompt (and the negative only under guidance), cached."""
+        key = (prompt, negative if cfg else None, cfg, self.settings.max_sequence_length)
+        return self.text_cache.get_or_compute(key, lambda: self._encode(prompt, negative, cfg))
+
+    def _encode(self, prompt: str, negative: str, cfg: bool) -> dict[str, Any]:
         pos, pos_mask, neg, neg_mask = self.t2v.encode_prompt(
             prompt=prompt,
             negative_prompt=negative,
