@@ -64,6 +64,18 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    # The request schema's references must resolve inside the OpenAPI document: its models go to
+    # components.schemas (a bare "#/$defs/..." would point at the document root, where nothing is).
+    body_schema = request_json_schema(ref_template="#/components/schemas/{model}")
+    body_models = body_schema.pop("$defs", {})
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()  # built once, then cached by FastAPI
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(body_models)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def too_large(size: int) -> ErrorDetail:
         return ErrorDetail(
@@ -79,7 +91,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": request_json_schema()}},
+                "content": {"application/json": {"schema": body_schema}},
             }
         },
     )

@@ -27,6 +27,10 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from ltxserve.logs import get_logger
+
+log = get_logger(__name__)
+
 STATIC_DIR: Final = Path(__file__).with_name("static")
 INDEX: Final = "index.html"
 #: Replaced in ``index.html`` by ``/static/<version>``.
@@ -119,7 +123,8 @@ def mount_playground(app: FastAPI) -> None:
     version, assets = load_assets()
     base = f"/static/{version}"
     index_source = assets.pop(INDEX, None)
-    if index_source is None:  # pragma: no cover - the package ships it
+    if index_source is None:  # pragma: no cover - a wheel built without its package data
+        log.warning("playground files missing; / is not served", directory=str(STATIC_DIR))
         return
     index = _asset(
         index_source.body.replace(ASSET_BASE_MARKER.encode(), base.encode()), index_source.media_type

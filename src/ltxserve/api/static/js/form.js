@@ -56,7 +56,9 @@ function numberValue(input) {
  * into inputs.frameImages. Empty optional fields are left out, so the server's defaults apply.
  */
 export function buildTask(form, taskUUID, imageUUID) {
-  const task = { taskType: "videoInference", taskUUID, deliveryMethod: "async", outputType: "URL" };
+  // Keys listed up front fix the order the JSON shows them in (undefined ones are left out).
+  const task = { taskType: "videoInference", taskUUID, model: undefined, positivePrompt: undefined };
+  Object.assign(task, { negativePrompt: undefined, inputs: undefined, deliveryMethod: "async", outputType: "URL" });
   for (const input of paramInputs(form)) {
     const path = input.dataset.param;
     let value;

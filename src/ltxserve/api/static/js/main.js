@@ -12,7 +12,10 @@ const $ = (id) => document.getElementById(id);
 const form = $("form");
 const keyInput = $("apiKey");
 const socket = new RunwareSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1`);
-const tasks = new TaskList($("tasks"), $("empty"), { onCancel: cancel });
+const tasks = new TaskList($("tasks"), $("empty"), {
+  onCancel: cancel,
+  onEmpty: (empty) => ($("clear-history").hidden = empty),
+});
 
 /** UUID v4; crypto.randomUUID exists only in secure contexts (not plain http on a LAN IP). */
 function uuid4() {

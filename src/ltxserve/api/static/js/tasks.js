@@ -27,13 +27,15 @@ function safeURL(url) {
 }
 
 export class TaskList {
-  constructor(list, empty, { onCancel }) {
+  constructor(list, empty, { onCancel, onEmpty }) {
     this.list = list;
     this.empty = empty;
     this.onCancel = onCancel;
+    this.onEmpty = onEmpty;
     this.tasks = new Map(); // taskUUID -> task, oldest first
     this.cards = new Map(); // taskUUID -> <li>
     for (const task of this.#load()) this.add(task, { save: false });
+    this.#toggleEmpty();
   }
 
   get active() {
@@ -205,7 +207,8 @@ export class TaskList {
       if (video.currentTime === 0 && video.paused) video.currentTime = 0.001;
     }, { once: true });
     video.addEventListener("error", () => {
-      shape.textContent = `this browser cannot play ${task.format}; use the download link`;
+      // Chrome reports an expired file (404) and an unplayable format alike.
+      shape.textContent = `cannot be played here (expired, or ${task.format} unsupported by this browser)`;
     });
     if (url) video.src = url;
     const nsfw =
@@ -235,6 +238,7 @@ export class TaskList {
 
   #toggleEmpty() {
     this.empty.hidden = this.tasks.size > 0;
+    this.onEmpty?.(this.tasks.size === 0);
   }
 
   // ------------------------------------------------------------------ storage
