@@ -55,6 +55,7 @@ class LRUCache(Generic[V]):
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self.stats = CacheStats()
 
 
 def image_digest(image: Image.Image | None) -> str | None:

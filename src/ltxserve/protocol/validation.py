@@ -32,6 +32,8 @@ from ltxserve.protocol.models import (
 
 #: Past this many problems in one task the rest are summarised in one item.
 MAX_ERRORS_PER_TASK: Final = 50
+#: A request over the task limit gets at most this many per-task errors (see ``_too_many_tasks``).
+MAX_TOO_MANY_TASK_ERRORS: Final = 256
 
 _DEFAULT_CONTEXT: Final = ValidationContext()
 #: Task types whose errors must not carry a taskUUID (the JS client matches them by taskType).
@@ -80,11 +82,32 @@ def parse_request(
             ErrorDetail(ErrorCode.INVALID_REQUEST, "The request is an empty array: send at least one task")
         ]
     if ctx.max_tasks is not None and len(items) > ctx.max_tasks:
-        # One error per task, each with its taskUUID: runware-sdk 1.8.0 hands an error without a
-        # taskUUID to every task pending on the connection, not only to this request's.
-        message = f"A request may hold at most {ctx.max_tasks} tasks, this one has {len(items)}"
-        return [(None, [_error(ErrorCode.REQUEST_TOO_LARGE, message, None, item)]) for item in items], []
+        return _too_many_tasks(items, ctx.max_tasks), []
     return [parse_task(item, ctx) for item in items], []
+
+
+def _too_many_tasks(items: list[object], max_tasks: int) -> list[TaskResult]:
+    """One error per task, each with its taskUUID: runware-sdk 1.8.0 hands an error without a
+    taskUUID to every task pending on the connection, not only to this request's. Bounded: past
+    ``MAX_TOO_MANY_TASK_ERRORS`` distinct taskUUIDs, and for tasks without one, a single error
+    without taskUUID stands for the rest (a huge array of ``null`` must not make a huge reply)."""
+    message = f"A request may hold at most {max_tasks} tasks, this one has {len(items)}"
+    results: list[TaskResult] = []
+    seen: set[str] = set()
+    rest = False
+    for item in items:
+        _task_type, task_uuid = task_identity(item)
+        if task_uuid is None or task_uuid in seen:
+            rest = True
+            continue
+        if len(seen) >= MAX_TOO_MANY_TASK_ERRORS:
+            rest = True
+            break
+        seen.add(task_uuid)
+        results.append((None, [_error(ErrorCode.REQUEST_TOO_LARGE, message, None, item)]))
+    if rest:
+        results.append((None, [_error(ErrorCode.REQUEST_TOO_LARGE, message)]))
+    return results
 
 
 def parse_task(raw: object, ctx: ValidationContext | None = None) -> TaskResult:
