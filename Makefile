@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.ltxserve-setup
 
-.PHONY: setup run serve demo test lint format docs bench browser clean
+.PHONY: setup run serve demo test lint format docs bench browser clean cluster cluster-stop cluster-clean bench-scale
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,17 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .cache data out test-artifacts
+
+# Scale-out on this machine, no Docker: local PostgreSQL (own database), SeaweedFS S3, 2 API nodes,
+# 2 workers on the tiny model (scripts/cluster.sh; stops what it started, by PID).
+cluster: setup
+	scripts/cluster.sh start
+
+cluster-stop:
+	scripts/cluster.sh stop
+
+cluster-clean:
+	scripts/cluster.sh clean
+
+bench-scale: setup
+	$(BIN)/python bench/scale.py

@@ -18,6 +18,8 @@ from ltxserve.logs import configure
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations (alembic).")
+app.add_typer(db_app, name="db")
 
 NOISE_NOTE = "made by the tiny random-weight LTX-2: it is noise, not a video of anything"
 
@@ -43,7 +45,9 @@ def generate(
     num_results: Annotated[int, typer.Option(help="numberResults (1-4).")] = 1,
     fmt: Annotated[str, typer.Option("--format", help="MP4, WEBM or MOV.")] = "MP4",
     quality: Annotated[int | None, typer.Option(help="outputQuality (20-99).")] = None,
-    model: Annotated[str, typer.Option(help="Model id (see LTXSERVE_MODEL_IDS).")] = "lightricks:ltx@2",
+    model: Annotated[
+        str | None, typer.Option(help="Model id; default: the served preset's first (README, Model presets).")
+    ] = None,
     enhance: Annotated[bool, typer.Option(help="settings.enhancePrompt")] = True,
     audio: Annotated[bool, typer.Option(help="Generate the audio track.")] = True,
     out: Annotated[Path, typer.Option(help="Output directory, or a file path for one result.")] = Path("out"),
@@ -63,7 +67,7 @@ def generate(
     raw: dict[str, Any] = {
         "taskType": "videoInference",
         "taskUUID": str(uuid.uuid4()),
-        "model": model,
+        "model": model or settings.served_model_ids()[0],
         "positivePrompt": prompt,
         "numberResults": num_results,
         "outputFormat": fmt.upper(),
@@ -150,6 +154,20 @@ def _output_paths(out: Path, ext: str, seeds: list[int]) -> list[Path]:
     return [out / f"ltx-{seed}{ext}" for seed in seeds]
 
 
+async def _open_store(settings: Settings) -> Any:
+    """The store alone (keys commands), migrated like a starting server would."""
+    from ltxserve.runtime import database_url
+    from ltxserve.store.repository import Store
+
+    store = Store(database_url(settings))
+    try:
+        await store.migrate(auto=settings.auto_migrate)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
 def _fail(message: str) -> None:
     typer.secho(message, fg="red", err=True)
     raise typer.Exit(2)
@@ -159,12 +177,13 @@ def _fail(message: str) -> None:
 def tiny_model(
     path: Annotated[Path, typer.Argument(help="Directory to write (save_pretrained layout).")],
     preset: Annotated[str, typer.Option(help="tiny (tests) or mid (CPU benchmarks).")] = "tiny",
+    upsampler: Annotated[bool, typer.Option(help="Also write a tiny x2 latent upsampler.")] = False,
 ) -> None:
     """Build a random-weight LTX-2 from the real diffusers classes. It outputs noise."""
     from ltxserve.engine.tiny import save_tiny_model
 
     _settings()
-    save_tiny_model(path, preset)
+    save_tiny_model(path, preset, upsampler=upsampler)
     typer.echo(f"wrote {preset} random-weight LTX-2 to {path} (it outputs noise, not video)")
 
 
@@ -172,7 +191,13 @@ def tiny_model(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (LTXSERVE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (LTXSERVE_PORT).")] = None,
-    worker: Annotated[bool, typer.Option(help="Run the in-process worker (embedded mode).")] = True,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="Run the in-process worker (embedded mode). --no-worker: an API node only (no model "
+            "loaded, no capacity check at submit: `ltxserve worker` processes generate)."
+        ),
+    ] = True,
 ) -> None:
     """Serve the Runware-compatible API (and, by default, generate in the same process)."""
     import uvicorn
@@ -196,20 +221,99 @@ def serve(
     )
 
 
-@keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")]) -> None:
-    """Create an API key; it is printed once and stored only as a hash."""
+@app.command()
+def worker() -> None:
+    """A GPU worker: load the model once, take tasks from the queue, heartbeat, drain on SIGTERM.
+
+    It serves no API; Prometheus metrics are on LTXSERVE_METRICS_PORT. Run any number of them
+    against one PostgreSQL LTXSERVE_DATABASE_URL (and S3 storage) beside `serve --no-worker`.
+    """
+    import signal
+
     from ltxserve.runtime import Runtime
 
     settings = _settings()
 
-    async def run() -> None:
-        rt = Runtime.build(settings, with_worker=False)
-        await rt.store.create_all()
+    async def run() -> int:
+        runtime = Runtime.build(settings, role="worker")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.metrics_port, addr=settings.host)
+        work = runtime.worker_task
+        assert work is not None
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        crashed = work.done() and not work.cancelled() and work.exception() is not None
+        if crashed:
+            typer.secho(f"worker failed: {work.exception()!r}", fg="red", err=True)
+        waiter.cancel()
+        await runtime.stop()  # drains the task in hand
+        return 1 if crashed else 0
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database (LTXSERVE_DATABASE_URL, or the embedded SQLite file) to a revision."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ltxserve.runtime import database_url
+    from ltxserve.store import migrate
+
+    settings = _settings()
+
+    async def run() -> tuple[str | None, str | None]:
+        engine = create_async_engine(database_url(settings))
         try:
-            row, key, secret = await rt.store.create_key(name)
+            return await migrate.upgrade(engine, revision)
         finally:
-            await rt.store.close()
+            await engine.dispose()
+
+    before, after = asyncio.run(run())
+    typer.echo(f"database at {after} (was {before or 'empty'})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the code's head revision."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ltxserve.runtime import database_url
+    from ltxserve.store import migrate
+
+    settings = _settings()
+
+    async def run() -> str | None:
+        engine = create_async_engine(database_url(settings))
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(migrate.current_revision)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"database: {asyncio.run(run()) or 'empty'}  code: {migrate.head_revision()}")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")]) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    settings = _settings()
+
+    async def run() -> None:
+        store = await _open_store(settings)
+        try:
+            row, key, secret = await store.create_key(name)
+        finally:
+            await store.close()
         typer.echo(f"API key for {name!r} (id {row.id}); shown once, store it now:\n\n  {key}\n")
         typer.echo(f"Webhook signing secret (Standard Webhooks), also shown once:\n\n  {secret}\n")
 
@@ -219,17 +323,14 @@ def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")])
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (prefix, name, state); the keys themselves are not stored."""
-    from ltxserve.runtime import Runtime
-
     settings = _settings()
 
     async def run() -> None:
-        rt = Runtime.build(settings, with_worker=False)
-        await rt.store.create_all()
+        store = await _open_store(settings)
         try:
-            rows = await rt.store.list_keys()
+            rows = await store.list_keys()
         finally:
-            await rt.store.close()
+            await store.close()
         for row in rows:
             state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
             typer.echo(
@@ -244,17 +345,14 @@ def keys_revoke(
     ident: Annotated[str, typer.Argument(help="Key id or the prefix shown by `keys list`.")],
 ) -> None:
     """Revoke a key: requests with it fail with invalidApiKey from then on."""
-    from ltxserve.runtime import Runtime
-
     settings = _settings()
 
     async def run() -> bool:
-        rt = Runtime.build(settings, with_worker=False)
-        await rt.store.create_all()
+        store = await _open_store(settings)
         try:
-            return await rt.store.revoke_key(ident.rstrip("…"))
+            return await store.revoke_key(ident.rstrip("…"))
         finally:
-            await rt.store.close()
+            await store.close()
 
     if not asyncio.run(run()):
         _fail(f"no active key matches {ident!r}")
@@ -264,17 +362,14 @@ def keys_revoke(
 @keys_app.command("rotate-secret")
 def keys_rotate_secret(ident: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
     """New webhook signing secret for a key (printed once); the old one stops signing at once."""
-    from ltxserve.runtime import Runtime
-
     settings = _settings()
 
     async def run() -> str | None:
-        rt = Runtime.build(settings, with_worker=False)
-        await rt.store.create_all()
+        store = await _open_store(settings)
         try:
-            return await rt.store.rotate_webhook_secret(ident.rstrip("…"))
+            return await store.rotate_webhook_secret(ident.rstrip("…"))
         finally:
-            await rt.store.close()
+            await store.close()
 
     secret = asyncio.run(run())
     if secret is None:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,12 +32,51 @@ class Settings(BaseSettings):
     # --- model / engine ----------------------------------------------------------------------
     model_path: str | None = Field(
         default=None,
-        description="LTX-2 diffusers directory or hub id. Unset: the tiny random-weight model "
-        "(built under data_dir on first run; it outputs noise).",
+        description="LTX-2 diffusers directory, hub id, or Lightricks single-file checkpoint "
+        "(`ltx-2-19b-dev*.safetensors`, `ltx-2-19b-distilled*.safetensors`; converted once into "
+        "data_dir/converted). Unset: the tiny random-weight model (built under data_dir on first run; "
+        "it outputs noise).",
+    )
+    model_preset: Literal["auto", "dev", "distilled", "dev-fp8", "distilled-fp8"] = Field(
+        default="auto",
+        description="Which LTX-2 variant model_path is (sampling defaults, model ids, two-stage); auto = "
+        "from its name (`distilled`, `fp8`), else dev. API nodes need the same value as workers.",
     )
     model_ids: list[str] = Field(
-        default=["lightricks:ltx@2"],
-        description="Model ids clients may send in `model`; all map to the loaded checkpoint.",
+        default=[],
+        description="Model ids accepted in `model` besides the preset's own (`lightricks:ltx@2` for dev, "
+        "distilled_model_ids for distilled); all map to the loaded checkpoint.",
+    )
+    distilled_model_ids: list[str] = Field(
+        default=["lightricks:ltx@2-distilled"],
+        description="Model ids of the distilled preset (accepted when a distilled checkpoint is served).",
+    )
+    text_encoder_path: str | None = Field(
+        default=None,
+        description="Gemma-3 text encoder and tokenizer for a single-file checkpoint (which has none): a "
+        "diffusers LTX-2 directory or hub id (text_encoder/, tokenizer/ subfolders) or a Gemma-3 "
+        "model directory or hub id.",
+    )
+    single_file_config: str | None = Field(
+        default=None,
+        description="Diffusers LTX-2 directory or hub id whose component configs describe a single-file "
+        "checkpoint. Unset: the LTX-2.0 configs bundled with ltxserve (diffusers' conversion script).",
+    )
+    latent_upsampler_path: str | None = Field(
+        default=None,
+        description="x2 spatial latent upsampler for two-stage generation: a diffusers directory or "
+        "Lightricks' `ltx-2-spatial-upscaler-x2-*.safetensors`. Unset: the model's latent_upsampler/ "
+        "subfolder, if it has one.",
+    )
+    two_stage: Literal["auto", "off"] = Field(
+        default="auto",
+        description="Two-stage generation (half size, x2 latent upsampling, 3-step refine) for jobs above "
+        "two_stage_above_pixels, where the preset supports it and an upsampler is available.",
+    )
+    two_stage_above_pixels: int = Field(
+        default=768 * 512,
+        description="Frames larger than this (width x height) run two-stage (auto); LTX-2's native "
+        "single-stage size is 768x512.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to run the model.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -47,7 +86,19 @@ class Settings(BaseSettings):
         default="none", description="diffusers CPU offload mode for GPUs with too little memory."
     )
     vae_tiling: Literal["auto", "on", "off"] = Field(
-        default="auto", description="Tiled VAE decode; auto = only when the untiled decode would not fit."
+        default="auto",
+        description="Chunked VAE decode (time chunks streamed into uint8 frames, the VAE's spatial tiles "
+        "for large frames); auto = only when the whole-clip decode would not fit.",
+    )
+    decode_chunk_frames: int = Field(
+        default=16,
+        description="Largest chunk of chunked decode, in latent frames (8 video frames each); halved "
+        "until the chunk fits the memory budget.",
+    )
+    decode_context_frames: int = Field(
+        default=4,
+        description="Latent frames of context decoded on each side of a chunk and dropped; at the "
+        "decoder's receptive field (15 for LTX-2.0) chunked equals whole-clip decode.",
     )
     memory_limit_gb: float | None = Field(
         default=None,
@@ -64,8 +115,24 @@ class Settings(BaseSettings):
     enhance_max_new_tokens: int = Field(
         default=512, description="Upper bound on tokens the prompt enhancer may write (LTX-2.0 default 512)."
     )
+    fp8_weights: bool = Field(
+        default=False,
+        description="Store transformer weights as FP8 (layerwise casting). Lossy; ~half the memory.",
+    )
+    compile_transformer: bool = Field(
+        default=False, description="torch.compile the transformer, warmed up at start. Lossy within rounding."
+    )
+    step_cache_every: int = Field(
+        default=0,
+        description="Step cache: every N-th middle step reuses the previous prediction (2 = ~30% fewer "
+        "transformer passes). Lossy; 0 = off.",
+    )
+    text_encoder_offload: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Move the text encoder off the GPU after encoding; auto = GPUs < 48 GiB."
+    )
     enhance_seed: int = Field(
-        default=10, description="Seed of prompt enhancement (diffusers' default): same prompt, same enhancement."
+        default=10,
+        description="Seed of prompt enhancement (diffusers' default): same prompt, same enhancement.",
     )
     text_cache_size: int = Field(
         default=64, description="Prompts whose text-encoder outputs (and enhancements) are kept; 0 disables."
@@ -110,6 +177,56 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, description="Largest input image (decoded pixels).")
     upload_ttl_s: int = Field(default=86_400, description="Lifetime of imageUpload files.")
 
+    # --- scale-out: queue, migrations, object storage, metrics ------------------------------
+    queue_backend: Literal["auto", "table", "procrastinate"] = Field(
+        default="auto",
+        description="How workers get task ids. auto: procrastinate (PostgreSQL job queue: LISTEN/NOTIFY "
+        "wake-up, worker heartbeats, stalled-job retry) on PostgreSQL, the tasks table itself on SQLite.",
+    )
+    auto_migrate: bool = Field(
+        default=True,
+        description="Run the database migrations (alembic upgrade head) when a process starts; on "
+        "PostgreSQL under an advisory lock, so nodes starting together migrate once. False: refuse to "
+        "start on an out-of-date schema (run `ltxserve db upgrade`).",
+    )
+    db_retry_s: float = Field(
+        default=30.0,
+        description="How long a worker retries a database write whose connection dropped "
+        "(failover, pg_terminate_backend) before giving the attempt up.",
+    )
+    storage_backend: Literal["auto", "local", "s3"] = Field(
+        default="auto",
+        description="Where outputs and uploads live. auto: s3 when s3_bucket is set, else local.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (MinIO, SeaweedFS, R2, ...). Unset: AWS S3 for s3_region.",
+    )
+    s3_bucket: str | None = Field(default=None, description="Bucket for outputs and uploads.")
+    s3_region: str = Field(default="us-east-1", description="Region used for SigV4 signing.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="Access key. Unset: boto3's default credential chain (env, IAM role)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret key for s3_access_key_id."
+    )
+    s3_path_style: bool = Field(
+        default=True,
+        description="Path-style addressing (endpoint/bucket/key), as MinIO and SeaweedFS need; "
+        "False: virtual-hosted style.",
+    )
+    s3_prefix: str = Field(default="", description="Prefix put before every object key (e.g. ltxserve/).")
+    storage_retry_s: float = Field(
+        default=300.0,
+        description="How long a write to the object store is retried while it is unreachable before the "
+        "task attempt fails (the lease is kept alive meanwhile).",
+    )
+    metrics_port: int = Field(
+        default=9400,
+        description="Port of the Prometheus /metrics listener of `ltxserve worker` (bound to host); 0 turns "
+        "it off. API nodes serve /metrics on their own port.",
+    )
+
     # --- outbound HTTP (image URLs, webhooks, uploadEndpoint) --------------------------------
     fetch_connect_timeout_s: float = Field(default=5.0, description="Connect timeout for outbound requests.")
     fetch_read_timeout_s: float = Field(default=15.0, description="Read timeout for outbound requests.")
@@ -134,6 +251,12 @@ class Settings(BaseSettings):
     nsfw_action: Literal["flag", "fail"] = Field(
         default="flag", description="flag: report NSFWContent; fail: end the result with nsfwContentDetected."
     )
+
+    def served_model_ids(self) -> tuple[str, ...]:
+        """Model ids clients may send: the model preset's aliases, then ``model_ids``."""
+        from ltxserve.engine.presets import served_model_ids  # a plain table: no torch import
+
+        return served_model_ids(self)
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,9 @@
-"""The composition root: builds store, storage, events, engine, service and worker from Settings.
+"""The composition root: builds store, queue, storage, events, engine, service and worker from Settings.
 
-``ltxserve serve`` (embedded: everything in one process), ``serve --no-worker`` and
-``ltxserve worker`` all start from here; only the settings differ.
+``ltxserve serve`` (embedded: everything in one process), ``serve --no-worker`` (API node) and
+``ltxserve worker`` (GPU worker) all start from here; only the settings and the role differ.
+The database URL picks the rest: SQLite -> table queue + in-process events; PostgreSQL ->
+procrastinate + LISTEN/NOTIFY events. ``s3_bucket`` picks S3 storage over local files.
 """
 
 from __future__ import annotations
@@ -9,27 +11,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from ltxserve import net
+from ltxserve import metrics, net
 from ltxserve.config import Settings
 from ltxserve.delivery import Deliverer
 from ltxserve.engine import Engine
 from ltxserve.logs import get_logger
+from ltxserve.queue import TaskQueue, build_queue
+from ltxserve.queue.base import libpq_url
 from ltxserve.service.core import Service
-from ltxserve.service.events import EventBus, LocalEventBus
+from ltxserve.service.events import EventBus, LocalEventBus, PostgresEventBus
 from ltxserve.service.maintenance import Sweeper
-from ltxserve.storage import BlobStore, LocalBlobStore
+from ltxserve.storage import BlobStore, build_blob_store
 from ltxserve.store.repository import Store
 from ltxserve.worker.runner import Worker
 
 log = get_logger(__name__)
 
+#: all = embedded (API + worker), api = ``serve --no-worker``, worker = ``ltxserve worker``.
+Role = Literal["all", "api", "worker"]
+METRICS_REFRESH_S = 5.0
+
 
 def database_url(settings: Settings) -> str:
     if settings.database_url:
         url = settings.database_url
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg://" + url.removeprefix(prefix)
         return url
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{settings.data_dir.resolve() / 'ltxserve.db'}"
@@ -45,44 +55,80 @@ class Runtime:
     with_worker: bool = True
     engine: Engine | None = None
     worker: Worker | None = None
+    queue: TaskQueue | None = None
+    role: Role = "all"
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings, *, with_worker: bool = True, engine: Engine | None = None) -> Runtime:
-        store = Store(database_url(settings))
-        blobs = LocalBlobStore(settings.data_dir / "files")
-        bus = LocalEventBus()
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        with_worker: bool = True,
+        engine: Engine | None = None,
+        role: Role | None = None,
+    ) -> Runtime:
+        role = role or ("all" if with_worker else "api")
+        store = Store(database_url(settings), retry_s=settings.db_retry_s)
+        queue = build_queue(settings, store)
+        if queue.name != "table":
+            store.enqueue = queue.enqueue  # every transition to queued defers a job, same transaction
+        blobs = build_blob_store(settings)
+        bus: EventBus = LocalEventBus() if store.is_sqlite else PostgresEventBus(libpq_url(store.url))
         http = net.from_settings(settings)
         deliverer = Deliverer(settings, store, blobs, http)
-        service = Service(settings, store, blobs, bus, http=http, deliverer=deliverer)
-        return cls(settings, store, blobs, bus, service, with_worker, engine)
+        service = Service(settings, store, blobs, bus, http=http, deliverer=deliverer, wake=queue.wake)
+        if isinstance(bus, PostgresEventBus):
+            bus.reloader = _result_payload(service)
+        return cls(settings, store, blobs, bus, service, role != "api", engine, queue=queue, role=role)
 
     async def start(self) -> None:
-        await self.store.create_all()
+        await self.store.migrate(auto=self.settings.auto_migrate)
+        if self.queue is not None:
+            await self.queue.start()
         await self.bus.start()
         if self.with_worker:
             # The API answers (and queues tasks) while the model loads; /readyz says when it is up.
             self._tasks.append(asyncio.create_task(self._run_worker(), name="worker"))
-        self._tasks.append(asyncio.create_task(Sweeper(self.settings, self.service).run(), name="sweeper"))
+        sweeper = Sweeper(self.settings, self.service, self.queue)
+        self._tasks.append(asyncio.create_task(sweeper.run(), name="sweeper"))
         if self.service.deliverer is not None:
             self._tasks.append(asyncio.create_task(self.service.deliverer.run(), name="deliverer"))
+        self._tasks.append(asyncio.create_task(self._refresh_metrics(), name="metrics"))
 
     async def _run_worker(self) -> None:
         if self.engine is None:
             self.engine = await asyncio.to_thread(Engine.load, self.settings)
         self.service.capacity = self.engine.plan
-        worker = Worker(self.settings, self.service, self.engine)
-        self.service.wake = worker.wake
-        # Embedded mode has one worker, this one: whatever was running died with the last process.
-        recovered = await self.store.recover(self.settings.max_attempts, all_running=True)
-        if recovered.requeued or recovered.failed:
-            log.warning(
-                "recovered tasks from the previous run",
-                requeued=len(recovered.requeued),
-                failed=len(recovered.failed),
-            )
+        worker = Worker(self.settings, self.service, self.engine, self.queue)
+        if self.role == "all" and self.store.is_sqlite:
+            # Embedded mode has one worker, this one: whatever was running died with the last
+            # process. (On PostgreSQL other workers may be alive: their leases decide.)
+            recovered = await self.store.recover(self.settings.max_attempts, all_running=True)
+            if recovered.requeued or recovered.failed:
+                log.warning(
+                    "recovered tasks from the previous run",
+                    requeued=len(recovered.requeued),
+                    failed=len(recovered.failed),
+                )
         self.worker = worker
         await worker.run()
+
+    async def _refresh_metrics(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.refresh_gauges()
+            await asyncio.sleep(METRICS_REFRESH_S)
+
+    async def refresh_gauges(self) -> None:
+        """Cluster-wide queue gauges from the database (API nodes also refresh at scrape time)."""
+        counts = await self.store.count_by_status()
+        metrics.QUEUE_DEPTH.set(counts["queued"])
+        metrics.RUNNING.set(counts["running"])
+
+    @property
+    def worker_task(self) -> asyncio.Task[None] | None:
+        return next((t for t in self._tasks if t.get_name() == "worker"), None)
 
     async def stop(self) -> None:
         """Drain: the worker finishes the task in hand (SIGTERM), then everything closes."""
@@ -97,6 +143,8 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks.clear()
+        if self.queue is not None:
+            await self.queue.stop()
         await self.bus.stop()
         await self.store.close()
 
@@ -115,3 +163,16 @@ class Runtime:
         if self.with_worker:
             checks["model"] = "ok" if self.worker is not None else "loading"
         return checks
+
+
+def _result_payload(service: Service) -> Any:
+    """The ``result`` event payload of a finished task, rebuilt from the store (large events)."""
+
+    async def load(task_id: str) -> dict[str, Any] | None:
+        task = await service.store.get_task(task_id)
+        if task is None:
+            return None
+        reply = await service.result_items_with_uploads(task)
+        return {"data": reply.data, "errors": [e.to_wire() for e in reply.errors]}
+
+    return load

@@ -38,7 +38,7 @@ def test_pending_webhook_survives_restart(tmp_path: Path, tiny_model_dir: Path) 
         received: list[tuple[str, bytes]] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append((self.headers["webhook-id"], body))
                 self.send_response(204)
@@ -60,8 +60,11 @@ def test_pending_webhook_survives_restart(tmp_path: Path, tiny_model_dir: Path) 
         webhook_id, body = received[0]
         assert webhook_id == delivery_id
         assert task["taskUUID"].encode() in body
-        assert server.wait_db(
-            "SELECT attempts FROM deliveries WHERE id = ? AND status = 'delivered'", delivery_id
-        )[0][0] > attempts
+        assert (
+            server.wait_db(
+                "SELECT attempts FROM deliveries WHERE id = ? AND status = 'delivered'", delivery_id
+            )[0][0]
+            > attempts
+        )
     finally:
         server.stop()

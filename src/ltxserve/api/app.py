@@ -17,8 +17,9 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocketState
 
-from ltxserve import __version__
+from ltxserve import __version__, metrics
 from ltxserve.api.dispatch import Dispatcher, auth_error
+from ltxserve.api.files import blob_response
 from ltxserve.api.playground import mount_playground
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
@@ -171,7 +172,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     # --- files, health ----------------------------------------------------------------------
 
     @app.get("/files/{key:path}", include_in_schema=False)
-    async def files(key: str) -> Response:
+    async def files(key: str, request: Request) -> Response:
         suffix = "." + key.rsplit(".", 1)[-1].lower() if "." in key else ""
         if not key.startswith(("videos/", "uploads/")) or suffix not in CONTENT_TYPES:
             return Response(status_code=404)
@@ -179,11 +180,21 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
             path = runtime.blobs.local_path(key)
         except BlobNotFound:
             return Response(status_code=404)
-        if path is None or not path.is_file():
+        if path is None:  # object storage: proxied from the bucket, Range passed through
+            return await blob_response(runtime.blobs, key, CONTENT_TYPES[suffix], request)
+        if not path.is_file():
             return Response(status_code=404)
         return FileResponse(
             path, media_type=CONTENT_TYPES[suffix], headers={"Cache-Control": "private, max-age=3600"}
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        try:
+            await runtime.refresh_gauges()
+        except Exception:
+            log.warning("metrics: queue gauges not refreshed (database unavailable)")
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -6,13 +6,19 @@ The estimate is deliberately simple and conservative, built from the model confi
   sequence is 25 latents per second. Jobs above ``max_video_tokens`` are refused outright.
 * **denoise peak**: ``rows x tokens x width x bytes x TRANSFORMER_FACTOR`` where ``rows`` is the
   batch (results, doubled under classifier-free guidance) and ``width`` the transformer's inner
-  dimension; attention itself is memory-efficient (SDPA) and not quadratic here.
-* **decode peak**: the video VAE's last stage runs at ``(H/p) x (W/p)`` with ``c`` channels for
+  dimension; attention itself is memory-efficient (SDPA) and not quadratic here. Two-stage jobs
+  peak in their full-size refine stage, which is what this counts.
+* **upsample peak** (two-stage): the latent upsampler's residual blocks after the x2 upsampling,
+  ``UPSAMPLE_FACTOR`` tensors of ``latent frames x (H/32) x (W/32) x mid_channels``.
+* **whole decode**: the video VAE's last stage runs at ``(H/p) x (W/p)`` with ``c`` channels for
   every generated frame (``p`` = VAE patch size), plus the float32 output frames and their copies
-  (``DECODE_OUTPUT_FACTOR``). Tiled decode bounds frames and pixels by the tile size.
+  (``DECODE_OUTPUT_FACTOR``) and the uint8 result.
+* **chunked decode** (``engine.decode``): the same for one chunk of ``chunk + 2 x context`` latent
+  frames (its last stage bounded by the VAE's 512-pixel spatial tiles), plus the uint8 result of
+  the whole clip, the only part that grows with duration.
 
-The factors were measured on the tiny and mid random-weight models on CPU (peak RSS over
-baseline; ``bench/engine.py --capacity`` prints measured against estimated) and are rounded up.
+The factors were measured with peak RSS on CPU (tiny and mid random-weight models,
+``bench/memory.py`` prints measured against estimated) and rounded up.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from ltxserve.engine.planning import FramePlan
 GiB = 1024**3
 TRANSFORMER_FACTOR = 24  # live activations per token and channel during one transformer pass
 DECODE_STAGE_FACTOR = 6  # copies of the last decoder stage alive at once (conv in/out, norm, residual)
-DECODE_OUTPUT_FACTOR = 3  # float32 frames: VAE output, postprocessed copy, numpy copy
+DECODE_OUTPUT_FACTOR = 4  # float32 frames: VAE output, denormalize + clamp temporaries, numpy stack
+UPSAMPLE_FACTOR = 4  # latent upsampler: block input, conv out, norm/activation, residual sum
 AUDIO_TOKENS_PER_SECOND = 25  # 16 kHz mel, hop 160, 4x temporal compression
 
 
@@ -46,13 +53,18 @@ class ModelShape:
     vae_patch: int  # 4 on LTX-2
     vae_last_channels: int  # decoder_block_out_channels[0]
     act_bytes: int  # 2 for bf16/fp16, 4 for fp32
+    temporal_ratio: int = 8
+    upsampler_channels: int = 0  # mid_channels of the latent upsampler (0: none loaded)
 
 
 @dataclass(frozen=True)
-class TileSize:
-    height: int = 512
-    width: int = 512
-    frames: int = 16
+class Chunking:
+    """How a chunked decode runs (``engine.decode``): latent frames per chunk, context latent
+    frames decoded on each side, and the VAE's spatial tile (diffusers' default 512 pixels)."""
+
+    chunk_latents: int = 16
+    context_latents: int = 4
+    tile_pixels: int = 512
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,12 @@ class JobEstimate:
     audio_tokens: int
     denoise_bytes: int
     decode_bytes: int
-    tiled_decode_bytes: int
+    tiled_decode_bytes: int  # chunked decode
+    upsample_bytes: int = 0
 
     def peak(self, tiled: bool) -> int:
-        return max(self.denoise_bytes, self.tiled_decode_bytes if tiled else self.decode_bytes)
+        decode = self.tiled_decode_bytes if tiled else self.decode_bytes
+        return max(self.denoise_bytes, self.upsample_bytes, decode)
 
 
 def estimate(
@@ -74,9 +88,10 @@ def estimate(
     height: int,
     batch: int,
     cfg: bool,
-    tile: TileSize | None = None,
+    chunking: Chunking | None = None,
+    two_stage: bool = False,
 ) -> JobEstimate:
-    tile = tile or TileSize()
+    chunking = chunking or Chunking()
     lat_h, lat_w = height // shape.spatial_ratio, width // shape.spatial_ratio
     video_tokens = plan.latent_frames * lat_h * lat_w
     audio_tokens = round(plan.generated_frames / plan.fps * AUDIO_TOKENS_PER_SECOND) + 1
@@ -87,16 +102,23 @@ def estimate(
         * shape.act_bytes
         * TRANSFORMER_FACTOR
     )
+    upsample = 0
+    if two_stage:
+        upsample = batch * video_tokens * shape.upsampler_channels * shape.act_bytes * UPSAMPLE_FACTOR
+    result = batch * plan.requested_frames * height * width * 3  # the uint8 frames handed back
 
     def decode(frames: int, h: int, w: int, out_frames: int) -> int:
         stage = frames * (h // shape.vae_patch) * (w // shape.vae_patch) * shape.vae_last_channels
         output = out_frames * height * width * 3 * 4 * DECODE_OUTPUT_FACTOR
-        return batch * (stage * shape.act_bytes * DECODE_STAGE_FACTOR + output)
+        return batch * (stage * shape.act_bytes * DECODE_STAGE_FACTOR + output) + result
 
     frames = plan.generated_frames
     untiled = decode(frames, height, width, frames)
-    tiled = decode(min(frames, tile.frames + 1), min(height, tile.height), min(width, tile.width), frames)
-    return JobEstimate(video_tokens, audio_tokens, denoise, untiled, tiled)
+    span = min(plan.latent_frames, chunking.chunk_latents + 2 * chunking.context_latents)
+    chunk_frames = min(frames, (span - 1) * shape.temporal_ratio + 1)
+    tile = chunking.tile_pixels
+    tiled = decode(chunk_frames, min(height, tile), min(width, tile), chunk_frames)
+    return JobEstimate(video_tokens, audio_tokens, denoise, untiled, tiled, upsample)
 
 
 def limiting_parameter(plan: FramePlan, width: int, height: int) -> str:

@@ -3,7 +3,9 @@
 It runs diffusers' own ``LTX2Pipeline`` / ``LTX2ImageToVideoPipeline`` (one set of weights for
 both) and adds what a service needs around them: exact clip length, per-result seeds, prompt
 enhancement through the pipeline's own path, progress, cooperative cancellation, a capacity
-check before any work, and per-stage timings. It knows nothing of HTTP, JSON or databases.
+check before any work, and per-stage timings. How it samples comes from the model's preset
+(``presets``: dev, distilled); large frames run two-stage (``two_stage``) and the pipelines stop at
+latents so long clips decode in chunks (``decode``). It knows nothing of HTTP, JSON or databases.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 import numpy as np
 
 from ltxserve.config import Settings
+from ltxserve.engine import accel, decode, two_stage
 from ltxserve.engine.cache import LRUCache, image_digest
 from ltxserve.engine.capacity import (
     CapacityError,
+    Chunking,
     GiB,
     JobEstimate,
     ModelShape,
@@ -30,10 +34,25 @@ from ltxserve.engine.capacity import (
 )
 from ltxserve.engine.loader import ModelSource, load_pipelines, resolve_model, select_device
 from ltxserve.engine.planning import FramePlan, fit_audio, plan_frames
+from ltxserve.engine.presets import Sampling, ltx20_guidance_kwargs, resolve_preset
 from ltxserve.engine.types import GenerationJob, GenerationResult, ProgressCallback, StageTimings
 from ltxserve.logs import get_logger
 
 log = get_logger(__name__)
+
+
+#: One step at LTX-2's common size, run at load when the transformer is compiled.
+WARMUP_JOB = GenerationJob(
+    prompt="warm-up",
+    width=768,
+    height=512,
+    duration=2,
+    fps=24,
+    steps=1,
+    guidance=1.0,
+    seeds=(0,),
+    audio=False,
+)
 
 
 class GenerationCancelled(Exception):
@@ -46,37 +65,25 @@ class RunPlan:
 
     frames: FramePlan
     batched: bool  # all results in one pipeline call
-    tiled_decode: bool
+    tiled_decode: bool  # chunked decode (engine.decode)
     estimate: JobEstimate
+    two_stage: bool = False  # half size, x2 latent upsampling, refine (engine.two_stage)
+    chunk_frames: int = 16  # latent frames per decode chunk
+    steps: int = 0  # denoising steps per pipeline group (both stages), as progress counts them
+    cfg: bool = False  # classifier-free guidance in the (first) stage
 
 
 def sampler_kwargs(guidance: float) -> dict[str, Any]:
-    """The guidance settings passed to the pipeline for a ``CFGScale``.
-
-    LTX-2.0 samples with classifier-free guidance only: spatio-temporal guidance, modality
-    isolation and guidance rescale (LTX-2.3 defaults in diffusers) are off, and the legacy
-    2.0 cross-attention timestep is used. At ``guidance <= 1`` guidance is off entirely: one
-    transformer row per result per step, the negative prompt never encoded.
-    """
-    scale = max(1.0, float(guidance))
-    return {
-        "guidance_scale": scale,
-        "audio_guidance_scale": scale,
-        "stg_scale": 0.0,
-        "audio_stg_scale": 0.0,
-        "modality_scale": 1.0,
-        "audio_modality_scale": 1.0,
-        "guidance_rescale": 0.0,
-        "audio_guidance_rescale": 0.0,
-        "spatio_temporal_guidance_blocks": None,
-        "use_cross_timestep": False,
-    }
+    """LTX-2.0's guidance kwargs for a ``CFGScale`` (the dev preset's; see ``engine.presets``)."""
+    return ltx20_guidance_kwargs(guidance)
 
 
 class Engine:
     """Load once, generate many. One generation at a time (the pipeline object holds state)."""
 
-    def __init__(self, settings: Settings, t2v: Any, i2v: Any, source: ModelSource) -> None:
+    def __init__(
+        self, settings: Settings, t2v: Any, i2v: Any, source: ModelSource, upsampler: Any = None
+    ) -> None:
         import torch
 
         self.settings = settings
@@ -84,6 +91,8 @@ class Engine:
         self.t2v = t2v
         self.i2v = i2v
         self.device, self.dtype = select_device(settings)
+        self.preset = resolve_preset(settings)
+        self.upsampler = upsampler  # LTX2LatentUpsamplePipeline, or None: no two-stage
         self._lock = threading.Lock()
         self._torch = torch
         tcfg = t2v.transformer.config
@@ -94,8 +103,13 @@ class Engine:
             vae_patch=t2v.vae.config.patch_size,
             vae_last_channels=t2v.vae.config.decoder_block_out_channels[0],
             act_bytes=torch.finfo(self.dtype).bits // 8,
+            temporal_ratio=t2v.vae_temporal_compression_ratio,
+            upsampler_channels=upsampler.latent_upsampler.config.mid_channels if upsampler else 0,
         )
         self.sample_rate: int = t2v.vocoder.config.output_sampling_rate
+        self._offload_text_encoder = accel.offload_text_encoder(settings, self.device)
+        if self._offload_text_encoder:
+            t2v.text_encoder.to("cpu")
         # One engine serves one model, so the caches need no model in their keys.
         self.text_cache: LRUCache[dict[str, Any]] = LRUCache(settings.text_cache_size)
         self.enhance_cache: LRUCache[str] = LRUCache(settings.text_cache_size)
@@ -106,11 +120,19 @@ class Engine:
         source = resolve_model(settings)
         t0 = time.perf_counter()
         t2v, i2v = load_pipelines(settings, source)
-        engine = cls(settings, t2v, i2v, source)
+        upsampler = two_stage.load_upsampler(settings, source, t2v.vae, *select_device(settings))
+        engine = cls(settings, t2v, i2v, source, upsampler)
+        if settings.compile_transformer:
+            # Compile now, not on the first client's job: one denoising step at a common size.
+            t1 = time.perf_counter()
+            engine.generate(WARMUP_JOB)
+            log.info("transformer warm-up done", seconds=round(time.perf_counter() - t1, 2))
         log.info(
             "model ready",
             location=source.location,
             tiny=source.is_tiny,
+            preset=engine.preset.name,
+            two_stage=upsampler is not None and engine.preset.two_stage,
             device=str(engine.device),
             dtype=str(engine.dtype),
             seconds=round(time.perf_counter() - t0, 2),
@@ -131,10 +153,18 @@ class Engine:
         return int(psutil.virtual_memory().available * 0.8)
 
     def plan(self, job: GenerationJob) -> RunPlan:
-        """Decide batching and tiling, or raise ``CapacityError`` naming what to lower."""
+        """Decide stages, batching and decode chunking, or raise ``CapacityError`` naming what to
+        lower. The service calls this at submission, so a job that cannot fit is never queued."""
         frames = plan_frames(job.duration, job.fps, self.temporal_ratio)
-        cfg = job.guidance > 1.0
-        single = estimate(self.shape, frames, job.width, job.height, 1, cfg)
+        first = self.preset.sampling(job.steps, job.guidance)
+        staged = two_stage.applies(
+            self.preset, self.settings, self.upsampler is not None, job.width, job.height
+        )
+        steps = first.steps + (self.preset.refine_sampling().steps if staged else 0)
+        cfg = first.cfg
+        context = self.settings.decode_context_frames
+        chunkings = [Chunking(c, context) for c in _halvings(self.settings.decode_chunk_frames)]
+        single = estimate(self.shape, frames, job.width, job.height, 1, cfg, chunkings[0], staged)
         if single.video_tokens > self.settings.max_video_tokens:
             param = limiting_parameter(frames, job.width, job.height)
             raise CapacityError(
@@ -146,17 +176,20 @@ class Engine:
         budget = self.memory_budget()
         tiling = self.settings.vae_tiling
         n = len(job.seeds)
-        options: list[tuple[bool, bool]] = []  # (batched, tiled), cheapest first
+        batch_modes = [True, False] if n > 1 and self.settings.batch_results else [False]
+        options: list[tuple[bool, bool, Chunking]] = []  # (batched, chunked, chunking), cheapest first
         for tiled in [False] if tiling == "off" else [True] if tiling == "on" else [False, True]:
-            if n > 1 and self.settings.batch_results:
-                options.append((True, tiled))
-            options.append((False, tiled))
-        for batched, tiled in options:
-            est = estimate(self.shape, frames, job.width, job.height, n if batched else 1, cfg)
+            for batched in batch_modes:
+                options.extend((batched, tiled, c) for c in (chunkings if tiled else chunkings[:1]))
+        for batched, tiled, chunking in options:
+            est = estimate(
+                self.shape, frames, job.width, job.height, n if batched else 1, cfg, chunking, staged
+            )
             if est.peak(tiled) <= budget:
-                return RunPlan(frames, batched, tiled, est)
+                return RunPlan(frames, batched, tiled, est, staged, chunking.chunk_latents, steps, cfg)
         param = limiting_parameter(frames, job.width, job.height)
-        need = single.peak(tiling != "off")
+        smallest = estimate(self.shape, frames, job.width, job.height, 1, cfg, chunkings[-1], staged)
+        need = smallest.peak(tiling != "off")
         raise CapacityError(
             param,
             f"{job.width}x{job.height} for {job.duration} s at {job.fps} fps needs about "
@@ -199,9 +232,11 @@ class Engine:
         # 1. plan frames, batching and tiling (raises CapacityError before any work)
         run = self.plan(job)
         pipe = self.i2v if job.image is not None else self.t2v
-        self._set_tiling(run.tiled_decode)
         timings = StageTimings()
-        cfg = job.guidance > 1.0
+        cfg = run.cfg  # the preset's guidance, not necessarily the request's CFGScale
+        note = self.preset.mapping_note(job.steps, job.guidance)
+        if note:
+            log.info("sampling mapped by preset", note=note)
 
         # 2. prompt enhancement, through the pipeline's own enhancer and the loaded text model
         prompt = job.prompt
@@ -218,15 +253,15 @@ class Engine:
 
         # 4. denoise + decode: one batched call, or one call per result
         groups = [list(job.seeds)] if run.batched else [[s] for s in job.seeds]
-        total_steps = job.steps * len(groups)
+        total_steps = run.steps * len(groups)
         for g, seeds in enumerate(groups):
-            done_before = g * job.steps
+            done_before = g * run.steps
 
             def on_step(step: int, done_before: int = done_before) -> None:
                 if progress is not None:
                     progress(done_before + step, total_steps)
 
-            frames, audio, stage = self._call(pipe, job, run.frames, seeds, embeds, on_step, cancel)
+            frames, audio, stage = self._call(pipe, job, run, seeds, embeds, on_step, cancel)
             timings.denoise += stage.denoise
             timings.video_decode += stage.video_decode
             timings.audio_decode += stage.audio_decode
@@ -236,7 +271,7 @@ class Engine:
                     seed=seed,
                     frames=frames[i, : run.frames.requested_frames],
                     fps=job.fps,
-                    audio=fit_audio(audio[i], self.sample_rate, job.duration) if job.audio else None,
+                    audio=fit_audio(audio[i], self.sample_rate, job.duration) if audio is not None else None,
                     sample_rate=self.sample_rate,
                     prompt=prompt,
                     timings=timings,
@@ -265,14 +300,15 @@ class Engine:
 
         pipe = self.i2v if image is not None else self.t2v
         system = I2V_DEFAULT_SYSTEM_PROMPT if image is not None else T2V_DEFAULT_SYSTEM_PROMPT
-        out = pipe.enhance_prompt(
-            prompt=prompt,
-            system_prompt=system,
-            max_new_tokens=self.settings.enhance_max_new_tokens,
-            seed=self.settings.enhance_seed,
-            device=self.device,
-            image=image,
-        )
+        with self._text_encoder_on_device():
+            out = pipe.enhance_prompt(
+                prompt=prompt,
+                system_prompt=system,
+                max_new_tokens=self.settings.enhance_max_new_tokens,
+                seed=self.settings.enhance_seed,
+                device=self.device,
+                image=image,
+            )
         enhanced = (out[0] if out else "").strip()
         return enhanced or prompt
 
@@ -282,14 +318,28 @@ class Engine:
         return self.text_cache.get_or_compute(key, lambda: self._encode(prompt, negative, cfg))
 
     def _encode(self, prompt: str, negative: str, cfg: bool) -> dict[str, Any]:
-        pos, pos_mask, neg, neg_mask = self.t2v.encode_prompt(
-            prompt=prompt,
-            negative_prompt=negative,
-            do_classifier_free_guidance=cfg,
-            max_sequence_length=self.settings.max_sequence_length,
-            device=self.device,
-        )
+        with self._text_encoder_on_device():
+            pos, pos_mask, neg, neg_mask = self.t2v.encode_prompt(
+                prompt=prompt,
+                negative_prompt=negative,
+                do_classifier_free_guidance=cfg,
+                max_sequence_length=self.settings.max_sequence_length,
+                device=self.device,
+            )
         return {"pos": pos, "pos_mask": pos_mask, "neg": neg, "neg_mask": neg_mask}
+
+    @contextmanager
+    def _text_encoder_on_device(self) -> Iterator[None]:
+        """With text-encoder offload, Gemma visits the GPU only while it encodes or enhances."""
+        if not self._offload_text_encoder:
+            yield
+            return
+        self.t2v.text_encoder.to(self.device)
+        try:
+            yield
+        finally:
+            self.t2v.text_encoder.to("cpu")
+            self._torch.cuda.empty_cache()
 
     def _condition_image(self, job: GenerationJob) -> Any:
         if job.image is None:
@@ -302,101 +352,138 @@ class Engine:
         self,
         pipe: Any,
         job: GenerationJob,
-        frames: FramePlan,
+        run: RunPlan,
         seeds: list[int],
         embeds: dict[str, Any],
         on_step: Any,
         cancel: threading.Event | None,
-    ) -> tuple[np.ndarray, np.ndarray, StageTimings]:
-        torch = self._torch
-        n = len(seeds)
+    ) -> tuple[np.ndarray, np.ndarray | None, StageTimings]:
+        """Denoise (one or two stages) to latents, then decode them (``engine.decode``)."""
         stage = StageTimings()
-        marks: dict[str, float] = {}
+        generators = [self._torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        first = self.preset.sampling(job.steps, job.guidance)
+        size = (job.width, job.height)
+        if run.two_stage:
+            size = two_stage.stage_one_size(job.width, job.height)
+
+        # a. denoise: the only stage, or stage 1 at half size
+        t0 = time.perf_counter()
+        video, audio = self._denoise(pipe, job, run, first, size, generators, embeds, on_step, cancel)
+        # b. two-stage: x2 latent upsampling, re-noise to the first refine sigma, refine at full size
+        if run.two_stage:
+            refine = self.preset.refine_sampling()
+            assert refine.sigmas is not None
+            video, audio = self._denoise(
+                pipe,
+                job,
+                run,
+                refine,
+                (job.width, job.height),
+                generators,
+                embeds,
+                on_step,
+                cancel,
+                step_offset=first.steps,
+                latents=two_stage.upsample(self.upsampler, video),
+                audio_latents=audio,
+                noise_scale=refine.sigmas[0],
+            )
+        stage.denoise = time.perf_counter() - t0
+
+        # c. decode: the whole clip at once, or time chunks streamed into the uint8 frames
+        t0 = time.perf_counter()
+        frames_u8 = decode.decode_video(
+            pipe,
+            video,
+            chunked=run.tiled_decode,
+            chunk_frames=run.chunk_frames,
+            context_frames=self.settings.decode_context_frames,
+            spatial_tiles=run.tiled_decode,
+            keep_frames=run.frames.requested_frames,
+        )
+        stage.video_decode = time.perf_counter() - t0
+        audio_np = None
+        if job.audio:
+            t0 = time.perf_counter()
+            audio_np = decode.decode_audio(pipe, audio)
+            stage.audio_decode = time.perf_counter() - t0
+        return frames_u8, audio_np, stage
+
+    def _denoise(
+        self,
+        pipe: Any,
+        job: GenerationJob,
+        run: RunPlan,
+        sampling: Sampling,
+        size: tuple[int, int],
+        generators: list[Any],
+        embeds: dict[str, Any],
+        on_step: Any,
+        cancel: threading.Event | None,
+        step_offset: int = 0,
+        **extra: Any,
+    ) -> tuple[Any, Any]:
+        """One pipeline call to (un-normalized) video and audio latents."""
+        n = len(generators)
 
         def callback(p: Any, step: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(step + 1)
-            if step + 1 == job.steps:
-                marks["denoised"] = time.perf_counter()
+            on_step(step_offset + step + 1)
             if cancel is not None and cancel.is_set():
-                p._interrupt = True  # the pipeline's own flag; raising stops before the VAE decode
+                p._interrupt = True  # the pipeline's own flag; raising stops before any decode
                 raise GenerationCancelled()
             return {}
 
         kwargs: dict[str, Any] = {
             "prompt_embeds": embeds["pos"].repeat(n, 1, 1),
             "prompt_attention_mask": embeds["pos_mask"].repeat(n, 1),
-            "height": job.height,
-            "width": job.width,
-            "num_frames": frames.generated_frames,
+            "width": size[0],
+            "height": size[1],
+            "num_frames": run.frames.generated_frames,
             "frame_rate": float(job.fps),
-            "num_inference_steps": job.steps,
-            "generator": [torch.Generator(device="cpu").manual_seed(s) for s in seeds],
-            "output_type": "np",
+            "num_inference_steps": sampling.steps,
+            "generator": generators,
+            "output_type": "latent",
+            "return_dict": False,
             "callback_on_step_end": callback,
             "max_sequence_length": self.settings.max_sequence_length,
-            **sampler_kwargs(job.guidance),
+            **sampling.kwargs,
+            **extra,
         }
-        if job.guidance > 1.0:
+        if sampling.sigmas is not None:
+            kwargs["sigmas"] = list(sampling.sigmas)
+        if sampling.cfg:
             kwargs["negative_prompt_embeds"] = embeds["neg"].repeat(n, 1, 1)
             kwargs["negative_prompt_attention_mask"] = embeds["neg_mask"].repeat(n, 1)
         if job.image is not None:
             kwargs["image"] = self._condition_image(job)
+        with (
+            _fixed_schedule(pipe, sampling),
+            accel.step_cache(pipe.transformer, sampling.steps, self.settings.step_cache_every),
+        ):
+            video, audio = pipe(**kwargs)
+        return video, audio
 
-        t0 = time.perf_counter()
-        with self._timed(pipe.vae, "decode", stage, "video_decode"), self._timed_audio(pipe, stage):
-            out = pipe(**kwargs)
-        end = time.perf_counter()
-        stage.denoise = marks.get("denoised", end) - t0
-        video = np.asarray(out.frames)  # (B, F, H, W, 3) float in [0, 1]
-        frames_u8 = (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        audio = out.audio.float().cpu().numpy().astype(np.float32)  # (B, C, S)
-        return frames_u8, audio, stage
 
-    def _set_tiling(self, tiled: bool) -> None:
-        vae = self.t2v.vae
-        if tiled:
-            vae.enable_tiling()
-            vae.use_framewise_decoding = True
-        else:
-            vae.disable_tiling()
-            vae.use_framewise_decoding = False
+@contextmanager
+def _fixed_schedule(pipe: Any, sampling: Sampling) -> Iterator[None]:
+    """Run a fixed schedule (distilled, refine) as given: a scheduler without the
+    resolution-dependent shift, as Lightricks' pipelines and diffusers' LTX-2 docs do."""
+    if sampling.sigmas is None:
+        yield
+        return
+    original = pipe.scheduler
+    pipe.scheduler = type(original).from_config(
+        original.config, use_dynamic_shifting=False, shift=1.0, shift_terminal=None
+    )
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
 
-    @contextmanager
-    def _timed(self, obj: Any, method: str, stage: StageTimings, field: str) -> Iterator[None]:
-        """Time calls of ``obj.method`` into ``stage.field`` (an instance attribute, removed after)."""
-        original = getattr(obj, method)
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                setattr(stage, field, getattr(stage, field) + time.perf_counter() - t0)
-
-        setattr(obj, method, wrapper)
-        try:
-            yield
-        finally:
-            delattr(obj, method)
-
-    @contextmanager
-    def _timed_audio(self, pipe: Any, stage: StageTimings) -> Iterator[None]:
-        """Audio decode = audio VAE decode + vocoder (a module call, timed with hooks)."""
-        t0: list[float] = []
-
-        def pre(*_a: Any) -> None:
-            t0.append(time.perf_counter())
-
-        def post(*_a: Any) -> None:
-            stage.audio_decode += time.perf_counter() - t0.pop()
-
-        handles = [
-            pipe.vocoder.register_forward_pre_hook(pre),
-            pipe.vocoder.register_forward_hook(post),
-        ]
-        try:
-            with self._timed(pipe.audio_vae, "decode", stage, "audio_decode"):
-                yield
-        finally:
-            for h in handles:
-                h.remove()
+def _halvings(n: int) -> list[int]:
+    """``n, n/2, ..., 1``: decode chunk sizes tried from the largest down."""
+    out = [max(1, n)]
+    while out[-1] > 1:
+        out.append(out[-1] // 2)
+    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltxserve.config import Settings
+from ltxserve.engine import accel, checkpoints
 from ltxserve.engine.tiny import is_tiny_model, save_tiny_model
 from ltxserve.logs import get_logger
 
@@ -23,12 +24,25 @@ NOISE_WARNING = "tiny random-weight LTX-2: it outputs noise, not video"
 class ModelSource:
     location: str  # a local directory or a hub id
     is_tiny: bool
+    checkpoint: str | None = None  # the single file ``location`` was converted from
+    text_encoder: str | None = None  # loaded separately (single-file checkpoints have none)
+    fp8: bool = False  # float8 transformer weights (kept in float8 on CUDA)
 
 
 def resolve_model(settings: Settings) -> ModelSource:
     """The configured checkpoint, or the tiny model under ``data_dir`` (built on first use)."""
     if settings.model_path:
         local = Path(settings.model_path)
+        if checkpoints.is_single_file(settings.model_path):
+            device, _ = select_device(settings)
+            sf = checkpoints.prepare_single_file(
+                settings.model_path,
+                settings.text_encoder_path,
+                settings.data_dir,
+                device,
+                settings.single_file_config,
+            )
+            return ModelSource(str(sf.converted), False, str(sf.checkpoint), sf.text_encoder, sf.fp8)
         if local.exists():
             return ModelSource(str(local), is_tiny_model(local))
         return ModelSource(settings.model_path, False)  # a hub id: plain from_pretrained
@@ -62,8 +76,12 @@ def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
         log.warning("loading model", location=source.location, note=NOISE_WARNING)
     else:
         log.info("loading model", location=source.location, device=str(device), dtype=str(dtype))
-    t2v = LTX2Pipeline.from_pretrained(source.location, dtype=dtype)
+    # A converted single file brings no text encoder: it is loaded from text_encoder_path.
+    text = checkpoints.load_text_components(source.text_encoder, dtype) if source.text_encoder else {}
+    t2v = LTX2Pipeline.from_pretrained(source.location, dtype=dtype, **text)
     t2v.set_progress_bar_config(disable=True)
+    if source.fp8 and not settings.fp8_weights:
+        checkpoints.keep_fp8(t2v.transformer, dtype)  # back to float8 before it reaches the GPU
     # Same module objects, no second copy of the weights.
     i2v: Any = LTX2ImageToVideoPipeline(**t2v.components)
     i2v.set_progress_bar_config(disable=True)
@@ -74,4 +92,5 @@ def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
             pipe.enable_sequential_cpu_offload(device=device)
     if settings.cpu_offload == "none":
         t2v.to(device)
+    accel.apply(t2v, i2v, settings, dtype)
     return t2v, i2v

@@ -285,17 +285,41 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
     )
 
 
+def build_tiny_upsampler(config: TinyModelConfig | None = None):  # type: ignore[no-untyped-def]
+    """A random-weight ``LTX2LatentUpsamplerModel``: LTX-2.0's x2 spatial layout (3-D convs, rational
+    resampler at scale 2) with one block per stage and 32 middle channels (GroupNorm needs 32)."""
+    import torch
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    cfg = config or TinyModelConfig()
+    torch.manual_seed(cfg.seed + 1)
+    return LTX2LatentUpsamplerModel(
+        in_channels=cfg.latent_channels,
+        mid_channels=32,
+        num_blocks_per_stage=1,
+        dims=3,
+        spatial_upsample=True,
+        temporal_upsample=False,
+        rational_spatial_scale=2.0,
+    ).eval()
+
+
 def is_tiny_model(path: str | Path) -> bool:
     return (Path(path) / MARKER_FILE).is_file()
 
 
-def save_tiny_model(path: str | Path, preset: str = "tiny") -> Path:
-    """Build the tiny model and write it with ``save_pretrained`` (plus a marker file)."""
+def save_tiny_model(path: str | Path, preset: str = "tiny", upsampler: bool = False) -> Path:
+    """Build the tiny model and write it with ``save_pretrained`` (plus a marker file); with
+    ``upsampler``, also a tiny x2 latent upsampler in ``latent_upsampler/`` for two-stage runs."""
     if preset not in PRESETS:
         raise ValueError(f"unknown tiny-model preset {preset!r}; choose one of {sorted(PRESETS)}")
     out = Path(path)
     pipe = build_tiny_pipeline(PRESETS[preset])
     pipe.save_pretrained(out)
+    if upsampler:
+        from ltxserve.engine.two_stage import UPSAMPLER_SUBFOLDER
+
+        build_tiny_upsampler(PRESETS[preset]).save_pretrained(out / UPSAMPLER_SUBFOLDER)
     (out / MARKER_FILE).write_text(
         json.dumps(
             {

@@ -79,7 +79,7 @@ class ValidationContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ValidationContext:
-        return cls(model_ids=tuple(settings.model_ids), max_tasks=settings.max_tasks_per_request)
+        return cls(model_ids=settings.served_model_ids(), max_tasks=settings.max_tasks_per_request)
 
 
 _DEFAULT_CONTEXT: Final = ValidationContext()

@@ -1,4 +1,10 @@
-"""Periodic housekeeping: expired leases back to the queue, expired files deleted."""
+"""Periodic housekeeping: expired leases back to the queue, expired files deleted.
+
+Every process runs it (API nodes and workers alike): each step is a guarded update, so two
+sweepers at once do the work once. On S3 the TTL is enforced here too (objects are deleted when
+their result expires), not by bucket lifecycle rules, so a file is gone exactly when its
+``ttl`` says and the API answers 404 from then on, whatever the store.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,17 @@ import asyncio
 
 from ltxserve.config import Settings
 from ltxserve.logs import get_logger
+from ltxserve.queue import TaskQueue
 from ltxserve.service.core import Service
 
 log = get_logger(__name__)
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, service: Service) -> None:
+    def __init__(self, settings: Settings, service: Service, queue: TaskQueue | None = None) -> None:
         self.settings = settings
         self.service = service
+        self.queue = queue
 
     async def run_once(self) -> None:
         store, blobs = self.service.store, self.service.blobs
@@ -28,6 +36,8 @@ class Sweeper:
                 await self.service.publish_results(task)
         if recovered.requeued:
             self.service.wake()
+        if self.queue is not None:
+            await self.queue.recover()  # jobs of dead workers, queued tasks without a job
         for result in await store.expired_results():
             if result.storage_key:
                 await blobs.delete(result.storage_key)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ltxserve.storage.base import BlobNotFound
+from ltxserve.storage.base import BlobNotFound, BlobReader, parse_range
+
+CHUNK = 1 << 20
 
 
 class LocalBlobStore:
@@ -57,6 +60,34 @@ class LocalBlobStore:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    async def open(self, key: str, byte_range: str | None = None) -> BlobReader:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+        span = parse_range(byte_range, size)
+        start, end = span if span is not None else (0, size - 1)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as f:
+                f.seek(start)
+                left = end - start + 1
+                while left > 0:
+                    data = await asyncio.to_thread(f.read, min(CHUNK, left))
+                    if not data:
+                        return
+                    left -= len(data)
+                    yield data
+
+        return BlobReader(
+            status=206 if span is not None else 200,
+            size=size,
+            length=end - start + 1,
+            content_range=f"bytes {start}-{end}/{size}" if span is not None else None,
+            chunks=chunks(),
+        )
 
     async def ping(self) -> None:
         if not os.access(self.root, os.W_OK):

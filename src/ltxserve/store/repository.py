@@ -3,23 +3,32 @@
 Every transition is one method, stamped with a time; terminal states never change (each
 update is guarded by ``status`` in its WHERE clause). Claims are atomic
 ``UPDATE ... WHERE status='queued' ... RETURNING`` so they work on SQLite and PostgreSQL alike.
+
+Every transition *to* ``queued`` (submit, release, lease recovery) calls the ``enqueue`` hook in
+the same transaction, so with a job-queue backend a queued task always has a job. The writes a
+worker makes are retried for ``retry_s`` when the database connection drops (each is idempotent:
+guarded by status, or keyed by the result row).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import event, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from ltxserve.logs import get_logger
 from ltxserve.store.models import (
     ApiKey,
     Base,
@@ -33,8 +42,45 @@ from ltxserve.store.models import (
     utcnow,
 )
 
+log = get_logger(__name__)
+
 KEY_PREFIX = "ltx_"
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+#: Puts a task id on the job queue inside the caller's transaction (None: the table is the queue).
+EnqueueHook = Callable[[AsyncSession, str], Awaitable[None]]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """A dropped or refused connection (worth another try), not a constraint or a bug."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def retry_db(
+    method: Callable[Concatenate[Store, P], Awaitable[T]],
+) -> Callable[Concatenate[Store, P], Awaitable[T]]:
+    """Retry an idempotent store write while the database connection is down (``retry_s``)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, *args: P.args, **kwargs: P.kwargs) -> T:
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.1
+        while True:
+            try:
+                return await method(self, *args, **kwargs)
+            except Exception as exc:
+                if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable, retrying", op=method.__name__, error=str(exc)[:200])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    return wrapper
 
 
 class TaskConflict(Exception):
@@ -73,11 +119,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, enqueue: EnqueueHook | None = None, retry_s: float = 30.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.enqueue = enqueue
+        self.retry_s = retry_s
         kwargs: dict[str, Any] = {}
         if not self.is_sqlite:
+            # pre_ping: a pooled connection the server dropped (restart, pg_terminate_backend) is
+            # replaced at checkout instead of failing the next query.
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
@@ -85,8 +135,18 @@ class Store:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_all(self) -> None:
+        """Tables straight from the models (tests); processes use ``migrate`` instead."""
         async with self.engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
+
+    async def migrate(self, auto: bool = True) -> None:
+        """Upgrade the schema to head (``auto``), or check that it is there."""
+        from ltxserve.store import migrate
+
+        if auto:
+            await migrate.upgrade(self.engine)
+        else:
+            await migrate.check(self.engine)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -157,21 +217,29 @@ class Store:
         results: list[NewResult],
         enqueue: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
     ) -> Task:
-        """Persist a task and its result rows (and enqueue it) in one transaction."""
+        """Persist a task and its result rows (and enqueue it) in one transaction.
+
+        Each result gets its videoUUID now, like its seed: every attempt writes the same object
+        key, so a retried task overwrites rather than leaving a second copy, and a result is
+        delivered under one URL whatever attempt made it.
+        """
         task = Task(
             id=new_id(),
             api_key_id=api_key_id,
             task_uuid=task_uuid,
             task_type=task_type,
             request=request,
-            results=[Result(index=i, seed=r.seed, cost=r.cost) for i, r in enumerate(results)],
+            results=[
+                Result(index=i, seed=r.seed, cost=r.cost, video_uuid=new_id()) for i, r in enumerate(results)
+            ],
         )
+        hook = enqueue or self.enqueue
         try:
             async with self.session() as s:
                 s.add(task)
                 await s.flush()
-                if enqueue is not None:
-                    await enqueue(s, task.id)
+                if hook is not None:
+                    await hook(s, task.id)
         except IntegrityError as exc:
             raise TaskConflict(task_uuid) from exc
         return task
@@ -182,9 +250,26 @@ class Store:
                 select(Task).where(Task.api_key_id == api_key_id, Task.task_uuid == task_uuid)
             )
 
+    @retry_db
     async def get_task(self, task_id: str) -> Task | None:
         async with self.sessions() as s:
             return await s.get(Task, task_id)
+
+    async def next_queued(self) -> str | None:
+        """The oldest queued task's id (the embedded table queue)."""
+        async with self.sessions() as s:
+            return await s.scalar(
+                select(Task.id).where(Task.status == TaskStatus.QUEUED).order_by(Task.created_at).limit(1)
+            )
+
+    async def reenqueue(self, task_id: str) -> None:
+        """A new queue job for a task that is still queued (its job was taken but not run)."""
+        if self.enqueue is None:
+            return
+        async with self.session() as s:
+            status = await s.scalar(select(Task.status).where(Task.id == task_id))
+            if status == TaskStatus.QUEUED:
+                await self.enqueue(s, task_id)
 
     async def count_active(self, api_key_id: str | None = None) -> int:
         query = select(func.count()).select_from(Task).where(Task.status.in_(ACTIVE))
@@ -193,11 +278,21 @@ class Store:
         async with self.sessions() as s:
             return int(await s.scalar(query) or 0)
 
+    async def count_by_status(self) -> dict[str, int]:
+        """Queued and running task counts (the metrics' queue gauges)."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Task.status, func.count()).where(Task.status.in_(ACTIVE)).group_by(Task.status)
+            )
+            counts = {status: int(n) for status, n in rows.all()}
+        return {status: counts.get(status, 0) for status in ACTIVE}
+
     async def count_queued(self) -> int:
         async with self.sessions() as s:
             query = select(func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)
             return int(await s.scalar(query) or 0)
 
+    @retry_db
     async def claim(self, worker_id: str, lease_s: float, task_id: str | None = None) -> str | None:
         """Take the oldest queued task (or ``task_id``) under a lease; None when there is none."""
         now = utcnow()
@@ -220,6 +315,13 @@ class Store:
                 )
                 .returning(Task.id)
             )
+            if claimed is None:
+                # Already ours: a retried claim whose first commit went through (lost reply).
+                claimed = await s.scalar(
+                    select(Task.id).where(
+                        Task.id == task_id, Task.status == TaskStatus.RUNNING, Task.worker_id == worker_id
+                    )
+                )
         return claimed
 
     async def heartbeat(self, task_id: str, worker_id: str, lease_s: float) -> bool:
@@ -234,6 +336,7 @@ class Store:
             row = res.first()
         return row is not None and not row[0]
 
+    @retry_db
     async def release(self, task_id: str, worker_id: str) -> bool:
         """Give a running task back to the queue (its attempt failed; attempts stay counted)."""
         async with self.session() as s:
@@ -242,7 +345,10 @@ class Store:
                 .where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
                 .values(status=TaskStatus.QUEUED, worker_id=None, lease_expires_at=None)
             )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            released = bool(res.rowcount)  # type: ignore[attr-defined]
+            if released and self.enqueue is not None:
+                await self.enqueue(s, task_id)
+            return released
 
     async def set_progress(self, task_id: str, progress: float) -> None:
         async with self.session() as s:
@@ -252,6 +358,7 @@ class Store:
                 .values(progress=progress)
             )
 
+    @retry_db
     async def finish_result(
         self,
         result_id: str,
@@ -261,6 +368,8 @@ class Store:
         nsfw: bool | None,
         expires_at: datetime,
     ) -> bool:
+        """Mark a result stored; True also when this very file was already recorded (a retried
+        write whose first commit went through), False when the result ended otherwise."""
         async with self.session() as s:
             res = await s.execute(
                 update(Result)
@@ -274,8 +383,12 @@ class Store:
                     expires_at=expires_at,
                 )
             )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            if res.rowcount:  # type: ignore[attr-defined]
+                return True
+            row = await s.get(Result, result_id)
+            return row is not None and row.status == TaskStatus.SUCCESS and row.storage_key == storage_key
 
+    @retry_db
     async def fail_result(
         self, result_id: str, code: str, message: str, status: str = TaskStatus.ERROR
     ) -> None:
@@ -286,6 +399,7 @@ class Store:
                 .values(status=status, error_code=code, error_message=message, finished_at=utcnow())
             )
 
+    @retry_db
     async def finish_task(
         self,
         task_id: str,
@@ -331,13 +445,24 @@ class Store:
         return await self.get_task(task_id)
 
     async def recover(
-        self, max_attempts: int, now: datetime | None = None, all_running: bool = False
+        self,
+        max_attempts: int,
+        now: datetime | None = None,
+        all_running: bool = False,
+        task_ids: Collection[str] | None = None,
+        enqueue: bool = True,
     ) -> Requeued:
-        """Running tasks whose lease ran out go back to the queue, or end after ``max_attempts``."""
+        """Running tasks whose lease ran out go back to the queue, or end after ``max_attempts``.
+
+        ``task_ids`` limits it to those tasks (a worker handed a task whose previous worker died);
+        ``enqueue=False`` requeues without a new queue job (that worker claims it at once).
+        """
         now = now or utcnow()
         query = select(Task.id, Task.attempts).where(Task.status == TaskStatus.RUNNING)
         if not all_running:
             query = query.where(Task.lease_expires_at < now)
+        if task_ids is not None:
+            query = query.where(Task.id.in_(list(task_ids)))
         async with self.sessions() as s:
             stale = (await s.execute(query)).all()
         requeued, failed = [], []
@@ -358,6 +483,8 @@ class Store:
                 )
                 if res.rowcount:  # type: ignore[attr-defined]
                     requeued.append(task_id)
+                    if enqueue and self.enqueue is not None:
+                        await self.enqueue(s, task_id)
         return Requeued(requeued, failed)
 
     # --- outputs ----------------------------------------------------------------------------
@@ -378,7 +505,11 @@ class Store:
     async def find_video(self, video_uuid: str) -> Result | None:
         async with self.sessions() as s:
             return await s.scalar(
-                select(Result).where(Result.video_uuid == video_uuid, Result.deleted_at.is_(None))
+                select(Result).where(
+                    Result.video_uuid == video_uuid,
+                    Result.status == TaskStatus.SUCCESS,
+                    Result.deleted_at.is_(None),
+                )
             )
 
     # --- uploads ----------------------------------------------------------------------------

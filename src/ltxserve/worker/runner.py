@@ -4,12 +4,15 @@ The job lifecycle is owned here, with logs bound to the task. The engine runs in
 the event loop keeps serving heartbeats, progress and (in embedded mode) the API. Seeds were
 fixed at submission, so a task retried after a crash makes the same results again, and
 results already stored by an earlier attempt are kept, not redone.
+
+Task ids come from a ``TaskQueue`` (the tasks table, or procrastinate on PostgreSQL); the
+worker claims the task row itself, so a duplicate or late delivery is dropped and a task whose
+previous worker died is taken over only once its lease has run out (one more attempt counted).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import tempfile
@@ -21,12 +24,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ltxserve import metrics
 from ltxserve.config import Settings
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationResult
 from ltxserve.logs import get_logger
 from ltxserve.media.encode import VideoFormat, encode_video
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
 from ltxserve.protocol.errors import unsupported
+from ltxserve.queue import TableQueue, TaskQueue
 from ltxserve.safety import NSFWChecker, SafetyMode, check_video
 from ltxserve.service.core import Service, video_key
 from ltxserve.service.events import TaskEvent
@@ -40,36 +45,59 @@ def worker_name() -> str:
 
 
 class Worker:
-    def __init__(self, settings: Settings, service: Service, engine: Engine) -> None:
+    def __init__(
+        self, settings: Settings, service: Service, engine: Engine, queue: TaskQueue | None = None
+    ) -> None:
         self.settings = settings
         self.service = service
         self.store = service.store
         self.engine = engine
+        self.queue: TaskQueue = queue or TableQueue(service.store)
         self.id = worker_name()
-        self.wakeup = asyncio.Event()
         self.busy = False
         self._stopping = asyncio.Event()
         self.checker = NSFWChecker()  # loads its model on first use: never when no task asks
 
     def wake(self) -> None:
-        self.wakeup.set()
+        self.queue.wake()
 
     def stop(self) -> None:
         """Finish the task in hand, then return from ``run`` (graceful drain on SIGTERM)."""
         self._stopping.set()
-        self.wakeup.set()
+        self.queue.wake()
 
     async def run(self) -> None:
-        log.info("worker started", worker=self.id)
-        while not self._stopping.is_set():
-            task_id = await self.store.claim(self.id, self.settings.lease_s)
-            if task_id is None:
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
-                continue
-            await self.process(task_id)
+        log.info("worker started", worker=self.id, queue=self.queue.name)
+        metrics.WORKER_BUSY.set(0)
+        metrics.WORKER_UP.set(1)
+        try:
+            await self.queue.consume(self.handle, self._stopping)
+        finally:
+            metrics.WORKER_UP.set(0)
         log.info("worker stopped", worker=self.id)
+
+    async def handle(self, task_id: str) -> None:
+        """One delivered task id: claim the row, then run it (or drop a delivery that lost)."""
+        if self._stopping.is_set():
+            await self.store.reenqueue(task_id)  # fetched while draining: leave it to another worker
+            return
+        claimed = await self.store.claim(self.id, self.settings.lease_s, task_id=task_id)
+        if claimed is None:
+            # Re-delivered after its worker died: take it over once the lease ran out (or end it
+            # when it used up its attempts). Otherwise it is running elsewhere, or finished.
+            recovered = await self.store.recover(
+                self.settings.max_attempts, task_ids=[task_id], enqueue=False
+            )
+            for failed in recovered.failed:
+                done = await self.store.get_task(failed)
+                if done is not None:
+                    log.error("task gave up after too many attempts", task_uuid=done.task_uuid)
+                    self._count(done)
+                    await self.service.publish_results(done)
+            if recovered.requeued:
+                claimed = await self.store.claim(self.id, self.settings.lease_s, task_id=task_id)
+        if claimed is not None:
+            await self.process(claimed)
 
     async def process(self, task_id: str) -> None:
         task = await self.store.get_task(task_id)
@@ -78,6 +106,11 @@ class Worker:
         blog = log.bind(task_uuid=task.task_uuid, task_id=task.id, attempt=task.attempts, worker=self.id)
         cancel = threading.Event()
         self.busy = True
+        metrics.WORKER_BUSY.set(1)
+        metrics.TASK_ATTEMPTS.inc()
+        if task.attempts == 1 and task.started_at is not None:
+            wait = (task.started_at - task.created_at).total_seconds()
+            metrics.STAGE_SECONDS.labels("queue_wait").observe(max(wait, 0.0))
         beat = asyncio.create_task(self._heartbeat(task, cancel))
         started = time.perf_counter()
         try:
@@ -88,6 +121,7 @@ class Worker:
                 task.id, code=ErrorCode.TASK_CANCELLED, message="cancelled by the client", status="cancelled"
             )
             if done is not None:
+                self._count(done)
                 await self.service.publish_results(done)
         except CapacityError as exc:
             blog.warning("task refused by the capacity check", parameter=exc.parameter, reason=str(exc))
@@ -102,11 +136,21 @@ class Worker:
         finally:
             beat.cancel()
             self.busy = False
-            blog.info("task attempt ended", seconds=round(time.perf_counter() - started, 3))
+            metrics.WORKER_BUSY.set(0)
+            seconds = time.perf_counter() - started
+            metrics.STAGE_SECONDS.labels("total").observe(seconds)
+            blog.info("task attempt ended", seconds=round(seconds, 3))
+
+    @staticmethod
+    def _count(done: Task) -> None:
+        if done.status in TaskStatus.TERMINAL:
+            for r in done.results:
+                metrics.RESULTS.labels(r.status).inc()
 
     async def _fail(self, task: Task, code: str, message: str) -> None:
         done = await self.store.finish_task(task.id, code=code, message=message)
         if done is not None:
+            self._count(done)
             await self.service.publish_results(done)
 
     async def _run(self, task: Task, cancel: threading.Event, blog: Any) -> None:
@@ -132,7 +176,12 @@ class Worker:
         ttl = model.ttl or self.settings.default_ttl_s
         rows = iter(pending)
         try:
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+            while True:
+                t0 = time.perf_counter()
+                batch = await asyncio.to_thread(next, batches, None)
+                if batch is None:
+                    break
+                metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
                 t = batch[0].timings
                 blog.info(
                     "generated",
@@ -153,6 +202,7 @@ class Worker:
             await asyncio.to_thread(batches.close)
         done = await self.store.finish_task(task.id)
         if done is not None:
+            self._count(done)
             await self.service.publish_results(done)
         blog.info("task finished", status=done.status if done else None)
 
@@ -193,7 +243,8 @@ class Worker:
                     "the generated video was flagged by the content check",
                 )
                 return
-        video_uuid = str(uuid.uuid4())
+        # The videoUUID was fixed at submission: every attempt writes the same key (no orphans).
+        video_uuid = row.video_uuid or str(uuid.uuid4())
         key = video_key(video_uuid, fmt)
         await self._store_video(result, fmt, quality, key)
         stored = await self.store.finish_result(
@@ -203,7 +254,7 @@ class Worker:
             nsfw=nsfw,
             expires_at=utcnow() + timedelta(seconds=ttl),
         )
-        if not stored:  # the task was ended meanwhile (cancelled): drop the orphan file
+        if not stored:  # the result was ended meanwhile (cancelled): drop the file
             await self.service.blobs.delete(key)
             return
         blog.info("result stored", video_uuid=video_uuid, seed=row.seed, key=key)
@@ -215,6 +266,7 @@ class Worker:
     async def _store_video(self, result: GenerationResult, fmt: VideoFormat, quality: int, key: str) -> None:
         with tempfile.TemporaryDirectory(prefix="ltxserve-") as tmp:
             path = Path(tmp) / f"out{fmt.extension}"
+            t0 = time.perf_counter()
             await asyncio.to_thread(
                 encode_video,
                 path,
@@ -225,7 +277,10 @@ class Worker:
                 fmt,
                 quality,
             )
+            t1 = time.perf_counter()
+            metrics.STAGE_SECONDS.labels("encode").observe(t1 - t0)
             await self.service.blobs.put_file(key, path, fmt.content_type)
+            metrics.STAGE_SECONDS.labels("store").observe(time.perf_counter() - t1)
 
     async def _heartbeat(self, task: Task, cancel: threading.Event) -> None:
         """Renew the lease; a cancelled (or lost) task stops the engine at its next step."""

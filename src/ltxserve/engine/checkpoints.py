@@ -1,0 +1,531 @@
+"""Lightricks' single-file LTX-2 checkpoints, converted once into a cached diffusers directory.
+
+Lightricks publishes LTX-2 as one ``.safetensors`` per variant (``ltx-2-19b-dev.safetensors``,
+``ltx-2-19b-distilled.safetensors``, ``-fp8`` variants) holding every component but the Gemma text
+encoder, under their original key names::
+
+    model.diffusion_model.*                      transformer, plus the text connectors
+                                                 (video_/audio_embeddings_connector.*)
+    text_embedding_projection.aggregate_embed.*  connectors' input projection (sometimes under the
+                                                 model.diffusion_model. prefix)
+    vae.*  audio_vae.*  vocoder.*                the video VAE, audio VAE and vocoder
+
+The conversion is diffusers' own: the transformer, video VAE and audio VAE go through diffusers'
+maintained ``convert_ltx2_{transformer,vae,audio_vae}_to_diffusers`` (``loaders/single_file_utils``,
+what ``from_single_file`` calls); the connectors and vocoder, which diffusers 0.42 has no single-file
+mapping for, use the rename tables of diffusers' ``scripts/convert_ltx2_to_diffusers.py``. Each
+component is read from the file on its own (safetensors reads only the keys asked for), renamed,
+loaded strictly (a key the model does not expect, or one it misses, is an error naming the keys)
+into a model built from its diffusers config, and written with ``save_pretrained`` into
+``data_dir/converted/<name>-<key>/``. The key covers the file's path, size and mtime, the configs
+and the conversion version, so a replaced checkpoint is converted again and an unchanged one is
+converted once. Later starts load that directory with plain ``from_pretrained``.
+
+The configs are LTX-2.0's, taken from diffusers' conversion script (``get_ltx2_*_config("2.0")``);
+``single_file_config`` names a diffusers directory or hub id whose component configs to use instead
+(another LTX-2 release, or the tiny model in tests).
+
+FP8 variants keep float8 (e4m3) transformer weights. They are loaded only on CUDA, where diffusers'
+layerwise casting keeps the weights in float8 and computes each layer in bfloat16; elsewhere
+``CheckpointError`` says so before anything is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ltxserve.logs import get_logger
+
+if TYPE_CHECKING:
+    import torch
+
+log = get_logger(__name__)
+
+SINGLE_FILE_SUFFIXES: Final = (".safetensors", ".sft")
+CONVERTED_DIRNAME = "converted"
+#: Bump when the conversion changes, so caches written by an older one are not reused.
+CONVERSION_VERSION = 1
+MARKER_FILE = "ltxserve_converted.json"
+
+TRANSFORMER_PREFIX = "model.diffusion_model."
+CONNECTOR_PREFIXES: Final = (
+    "video_embeddings_connector.",
+    "audio_embeddings_connector.",
+    "text_embedding_projection.",
+)
+
+# From diffusers' scripts/convert_ltx2_to_diffusers.py (LTX_2_0_CONNECTORS_KEYS_RENAME_DICT,
+# LTX_2_0_VOCODER_RENAME_DICT): applied in order with str.replace, as the script does.
+CONNECTORS_RENAME: Final = {
+    "video_embeddings_connector": "video_connector",
+    "audio_embeddings_connector": "audio_connector",
+    "transformer_1d_blocks": "transformer_blocks",
+    "text_embedding_projection.aggregate_embed": "text_proj_in",
+    "q_norm": "norm_q",
+    "k_norm": "norm_k",
+}
+VOCODER_RENAME: Final = {
+    "ups": "upsamplers",
+    "resblocks": "resnets",
+    "conv_pre": "conv_in",
+    "conv_post": "conv_out",
+}
+
+# LTX-2.0 component configs from diffusers' scripts/convert_ltx2_to_diffusers.py (version "2.0");
+# parameters not named take the 0.42 class defaults, which are LTX-2.0's.
+LTX2_0_CONFIGS: Final[dict[str, dict[str, Any]]] = {
+    "transformer": {
+        "in_channels": 128,
+        "out_channels": 128,
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "num_attention_heads": 32,
+        "attention_head_dim": 128,
+        "cross_attention_dim": 4096,
+        "vae_scale_factors": (8, 32, 32),
+        "pos_embed_max_pos": 20,
+        "base_height": 2048,
+        "base_width": 2048,
+        "audio_in_channels": 128,
+        "audio_out_channels": 128,
+        "audio_patch_size": 1,
+        "audio_patch_size_t": 1,
+        "audio_num_attention_heads": 32,
+        "audio_attention_head_dim": 64,
+        "audio_cross_attention_dim": 2048,
+        "audio_scale_factor": 4,
+        "audio_pos_embed_max_pos": 20,
+        "audio_sampling_rate": 16000,
+        "audio_hop_length": 160,
+        "num_layers": 48,
+        "activation_fn": "gelu-approximate",
+        "qk_norm": "rms_norm_across_heads",
+        "norm_elementwise_affine": False,
+        "norm_eps": 1e-6,
+        "caption_channels": 3840,
+        "attention_bias": True,
+        "attention_out_bias": True,
+        "rope_theta": 10000.0,
+        "rope_double_precision": True,
+        "causal_offset": 1,
+        "timestep_scale_multiplier": 1000,
+        "cross_attn_timestep_scale_multiplier": 1000,
+        "rope_type": "split",
+    },
+    "connectors": {
+        "caption_channels": 3840,
+        "text_proj_in_factor": 49,
+        "video_connector_num_attention_heads": 30,
+        "video_connector_attention_head_dim": 128,
+        "video_connector_num_layers": 2,
+        "video_connector_num_learnable_registers": 128,
+        "audio_connector_num_attention_heads": 30,
+        "audio_connector_attention_head_dim": 128,
+        "audio_connector_num_layers": 2,
+        "audio_connector_num_learnable_registers": 128,
+        "connector_rope_base_seq_len": 4096,
+        "rope_theta": 10000.0,
+        "rope_double_precision": True,
+        "causal_temporal_positioning": False,
+        "rope_type": "split",
+    },
+    "vae": {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 128,
+        "block_out_channels": (256, 512, 1024, 2048),
+        "down_block_types": ("LTX2VideoDownBlock3D",) * 4,
+        "decoder_block_out_channels": (256, 512, 1024),
+        "layers_per_block": (4, 6, 6, 2, 2),
+        "decoder_layers_per_block": (5, 5, 5, 5),
+        "spatio_temporal_scaling": (True, True, True, True),
+        "decoder_spatio_temporal_scaling": (True, True, True),
+        "decoder_inject_noise": (False, False, False, False),
+        "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+        "upsample_residual": (True, True, True),
+        "upsample_factor": (2, 2, 2),
+        "timestep_conditioning": False,
+        "patch_size": 4,
+        "patch_size_t": 1,
+        "resnet_norm_eps": 1e-6,
+        "encoder_causal": True,
+        "decoder_causal": False,
+        "encoder_spatial_padding_mode": "zeros",
+        "decoder_spatial_padding_mode": "reflect",
+        "spatial_compression_ratio": 32,
+        "temporal_compression_ratio": 8,
+    },
+    "audio_vae": {
+        "base_channels": 128,
+        "output_channels": 2,
+        "ch_mult": (1, 2, 4),
+        "num_res_blocks": 2,
+        "attn_resolutions": None,
+        "in_channels": 2,
+        "resolution": 256,
+        "latent_channels": 8,
+        "norm_type": "pixel",
+        "causality_axis": "height",
+        "dropout": 0.0,
+        "mid_block_add_attention": False,
+        "sample_rate": 16000,
+        "mel_hop_length": 160,
+        "is_causal": True,
+        "mel_bins": 64,
+        "double_z": True,
+    },
+    "vocoder": {
+        "in_channels": 128,
+        "hidden_channels": 1024,
+        "out_channels": 2,
+        "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+        "upsample_factors": [6, 5, 2, 2, 2],
+        "resnet_kernel_sizes": [3, 7, 11],
+        "resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        "leaky_relu_negative_slope": 0.1,
+        "output_sampling_rate": 24000,
+    },
+    "scheduler": {
+        "use_dynamic_shifting": True,
+        "base_shift": 0.95,
+        "max_shift": 2.05,
+        "base_image_seq_len": 1024,
+        "max_image_seq_len": 4096,
+        "shift_terminal": 0.1,
+    },
+    # get_ltx2_spatial_latent_upsampler_config("2.0"), for ltx-2-spatial-upscaler-x2-*.safetensors.
+    "latent_upsampler": {
+        "in_channels": 128,
+        "mid_channels": 1024,
+        "num_blocks_per_stage": 4,
+        "dims": 3,
+        "spatial_upsample": True,
+        "temporal_upsample": False,
+        "rational_spatial_scale": 2.0,
+    },
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used here; the message says what to change."""
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def is_single_file(location: str | None) -> bool:
+    """A local ``.safetensors`` file (a Lightricks checkpoint) rather than a directory or hub id."""
+    if not location:
+        return False
+    path = Path(location)
+    return path.suffix in SINGLE_FILE_SUFFIXES and path.is_file()
+
+
+def header_dtypes(path: str | Path) -> set[str]:
+    """The tensor dtypes a safetensors file declares, from its JSON header (nothing else is read)."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+def is_fp8_checkpoint(path: str | Path) -> bool:
+    """Float8 weights inside, or an ``fp8`` name (Lightricks' naming) on a file we cannot read."""
+    from ltxserve.engine.presets import detect_preset_name
+
+    try:
+        return any(d.startswith("F8") for d in header_dtypes(path))
+    except (OSError, ValueError, struct.error):
+        return detect_preset_name(str(path)).endswith("fp8")
+
+
+def check_fp8_supported(path: str | Path, device: torch.device) -> None:
+    """Refuse an FP8 checkpoint where its weights cannot be kept in float8 (anything but CUDA)."""
+    import torch
+
+    if device.type == "cuda" and hasattr(torch, "float8_e4m3fn"):
+        return
+    raise CheckpointError(
+        f"{Path(path).name} is an FP8 checkpoint: its float8 (e4m3) transformer weights are kept in "
+        "float8 and computed per layer in bfloat16 (diffusers layerwise casting), which needs a CUDA "
+        f"GPU; this server runs on {device.type}. Use the bf16 checkpoint of the same model "
+        "(e.g. ltx-2-19b-dev.safetensors or ltx-2-19b-distilled.safetensors) or run on a CUDA device."
+    )
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def rename_keys(state_dict: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """diffusers' conversion-script renaming: every rule applied in order with ``str.replace``."""
+    out: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        new = key
+        for old, rep in renames.items():
+            new = new.replace(old, rep)
+        out[new] = value
+    return out
+
+
+def _read(path: Path, keys: Iterable[str]) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return {key: f.get_tensor(key) for key in keys}
+
+
+def _split_keys(path: Path) -> dict[str, list[str]]:
+    """Group a Lightricks file's keys by component."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        keys = list(f.keys())
+    groups: dict[str, list[str]] = {
+        "transformer": [],
+        "connectors": [],
+        "vae": [],
+        "audio_vae": [],
+        "vocoder": [],
+    }
+    for key in keys:
+        if key.startswith(TRANSFORMER_PREFIX):
+            inner = key[len(TRANSFORMER_PREFIX) :]
+            groups["connectors" if inner.startswith(CONNECTOR_PREFIXES) else "transformer"].append(key)
+        elif key.startswith(CONNECTOR_PREFIXES):
+            groups["connectors"].append(key)
+        else:
+            head = key.split(".", 1)[0]
+            if head in groups:
+                groups[head].append(key)
+    missing = [name for name, ks in groups.items() if not ks]
+    if missing:
+        raise CheckpointError(
+            f"{path.name} is not a Lightricks LTX-2 single-file checkpoint: no weights for "
+            f"{', '.join(missing)} (expected keys under {TRANSFORMER_PREFIX}, vae., audio_vae., vocoder.)"
+        )
+    return groups
+
+
+def _component_configs(config_source: str | None) -> dict[str, dict[str, Any]]:
+    """Per-component diffusers configs: bundled LTX-2.0, or read from a diffusers directory / hub id."""
+    if config_source is None:
+        return {name: dict(cfg) for name, cfg in LTX2_0_CONFIGS.items()}
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    classes: dict[str, Any] = {name: cls for name, (cls, _) in _converters().items()}
+    classes["scheduler"] = FlowMatchEulerDiscreteScheduler
+    configs: dict[str, dict[str, Any]] = {}
+    for name, cls in classes.items():
+        raw = cls.load_config(config_source, subfolder=name)
+        configs[name] = {k: v for k, v in dict(raw).items() if not k.startswith("_")}
+    return configs
+
+
+def load_strict(cls: Any, config: dict[str, Any], state_dict: dict[str, Any], what: str) -> Any:
+    """Build ``cls`` from ``config`` without allocating, then take ``state_dict`` strictly."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = cls.from_config(config)
+    expected = set(model.state_dict())
+    given = set(state_dict)
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what}: the checkpoint does not match the model config "
+            f"(missing {len(missing)}: {missing[:5]}; unexpected {len(unexpected)}: {unexpected[:5]}). "
+            "If it is another LTX-2 release, set LTXSERVE_SINGLE_FILE_CONFIG to a diffusers directory "
+            "of that release."
+        )
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
+
+
+def _converters() -> dict[str, tuple[Any, Callable[[dict[str, Any]], dict[str, Any]]]]:
+    from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ltx2_audio_vae_to_diffusers,
+        convert_ltx2_transformer_to_diffusers,
+        convert_ltx2_vae_to_diffusers,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
+
+    def connectors(sd: dict[str, Any]) -> dict[str, Any]:
+        inner = {k.removeprefix(TRANSFORMER_PREFIX): v for k, v in sd.items()}
+        return rename_keys(inner, CONNECTORS_RENAME)
+
+    def vocoder(sd: dict[str, Any]) -> dict[str, Any]:
+        return rename_keys({k.removeprefix("vocoder."): v for k, v in sd.items()}, VOCODER_RENAME)
+
+    return {
+        # diffusers' maintained single-file mappings (they strip the prefixes themselves)
+        "transformer": (LTX2VideoTransformer3DModel, convert_ltx2_transformer_to_diffusers),
+        "vae": (AutoencoderKLLTX2Video, convert_ltx2_vae_to_diffusers),
+        "audio_vae": (AutoencoderKLLTX2Audio, convert_ltx2_audio_vae_to_diffusers),
+        # the conversion script's tables
+        "connectors": (LTX2TextConnectors, connectors),
+        "vocoder": (LTX2Vocoder, vocoder),
+    }
+
+
+def cache_key(path: Path, config_source: str | None) -> str:
+    stat = path.stat()
+    ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{config_source}|v{CONVERSION_VERSION}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def converted_location(path: Path, data_dir: Path, config_source: str | None) -> Path:
+    return data_dir / CONVERTED_DIRNAME / f"{path.stem}-{cache_key(path, config_source)}"
+
+
+def convert_single_file(path: Path, out: Path, config_source: str | None = None) -> Path:
+    """Write ``path`` (Lightricks layout) as a diffusers directory at ``out`` (no text encoder).
+
+    Written into a sibling temporary directory and renamed into place, so an interrupted
+    conversion never leaves a directory that looks complete.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    t0 = time.perf_counter()
+    configs = _component_configs(config_source)
+    groups = _split_keys(path)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    index: dict[str, Any] = {"_class_name": "LTX2Pipeline"}
+    for name, (cls, convert) in _converters().items():
+        state = convert(_read(path, groups[name]))
+        model = load_strict(cls, configs[name], state, f"{path.name} ({name})")
+        model.save_pretrained(tmp / name)
+        index[name] = [_library(cls), cls.__name__]
+        del model, state
+        log.info("converted component", checkpoint=path.name, component=name)
+    FlowMatchEulerDiscreteScheduler.from_config(configs["scheduler"]).save_pretrained(tmp / "scheduler")
+    index["scheduler"] = ["diffusers", "FlowMatchEulerDiscreteScheduler"]
+    for absent in ("text_encoder", "tokenizer", "processor", "prompt_enhancer", "duration_head"):
+        index[absent] = [None, None]
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    (tmp / MARKER_FILE).write_text(
+        json.dumps(
+            {
+                "source": str(path.resolve()),
+                "size": path.stat().st_size,
+                "config": config_source or "bundled LTX-2.0",
+                "conversion_version": CONVERSION_VERSION,
+            },
+            indent=2,
+        )
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log.info(
+        "checkpoint converted", checkpoint=str(path), to=str(out), seconds=round(time.perf_counter() - t0, 1)
+    )
+    return out
+
+
+def _library(cls: type) -> str:
+    return "ltx2" if cls.__module__.startswith("diffusers.pipelines.ltx2") else "diffusers"
+
+
+def ensure_converted(path: Path, data_dir: Path, config_source: str | None = None) -> Path:
+    """The cached diffusers directory for ``path``, converting it on first use."""
+    out = converted_location(path, data_dir, config_source)
+    if (out / MARKER_FILE).is_file():
+        log.info("using converted checkpoint", checkpoint=str(path), cache=str(out))
+        return out
+    log.info("converting single-file checkpoint (once)", checkpoint=str(path), to=str(out))
+    return convert_single_file(path, out, config_source)
+
+
+# --------------------------------------------------------------------------- text encoder
+
+
+def load_text_components(location: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Gemma-3 text encoder, tokenizer and (if present) processor for a single-file checkpoint.
+
+    ``location`` is a diffusers LTX-2 directory or hub id (``text_encoder/``, ``tokenizer/``,
+    ``processor/`` subfolders) or a plain Gemma-3 model directory or hub id.
+    """
+    from transformers import AutoProcessor, AutoTokenizer, Gemma3ForConditionalGeneration
+
+    local = Path(location)
+    if local.is_dir():
+        nested = (local / "text_encoder" / "config.json").is_file()
+    else:
+        nested = _hub_has_subfolder(location, "text_encoder")
+
+    def sub(name: str) -> str:
+        return name if nested else ""
+
+    text_encoder = Gemma3ForConditionalGeneration.from_pretrained(
+        location, dtype=dtype, subfolder=sub("text_encoder")
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(location, subfolder=sub("tokenizer"))
+    processor: Any = None
+    try:
+        processor = AutoProcessor.from_pretrained(location, subfolder=sub("processor"))
+    except (OSError, ValueError, TypeError) as exc:  # optional: only image-conditioned enhancement uses it
+        log.info("no processor with the text encoder", location=location, reason=str(exc)[:120])
+    return {"text_encoder": text_encoder, "tokenizer": tokenizer, "processor": processor}
+
+
+def _hub_has_subfolder(repo_id: str, subfolder: str) -> bool:
+    try:
+        from huggingface_hub import file_exists
+
+        return bool(file_exists(repo_id, f"{subfolder}/config.json"))
+    except Exception:  # offline or unknown: assume a plain Gemma repository
+        return False
+
+
+@dataclass(frozen=True)
+class SingleFileSource:
+    checkpoint: Path
+    converted: Path
+    text_encoder: str
+    fp8: bool
+
+
+def prepare_single_file(
+    checkpoint: str,
+    text_encoder: str | None,
+    data_dir: Path,
+    device: torch.device,
+    config_source: str | None = None,
+) -> SingleFileSource:
+    """Check (FP8 support, a text encoder) before any heavy work, then convert or reuse the cache."""
+    path = Path(checkpoint)
+    fp8 = is_fp8_checkpoint(path)
+    if fp8:
+        check_fp8_supported(path, device)
+    if not text_encoder:
+        raise CheckpointError(
+            f"{path.name} is a single-file checkpoint without the Gemma-3 text encoder: set "
+            "LTXSERVE_TEXT_ENCODER_PATH to a diffusers LTX-2 directory or hub id (text_encoder/, "
+            "tokenizer/) or a Gemma-3 model (e.g. google/gemma-3-12b-it-qat-q4_0-unquantized)."
+        )
+    converted = ensure_converted(path, data_dir, config_source)
+    return SingleFileSource(path, converted, text_encoder, fp8)
+
+
+def keep_fp8(transformer: Any, compute_dtype: torch.dtype) -> None:
+    """Store an FP8 checkpoint's transformer in float8 again, computing each layer in
+    ``compute_dtype`` (diffusers layerwise casting; its default skips norms and embeddings).
+
+    ``from_pretrained`` upcasts the float8 tensors on load; float8 -> bfloat16 -> float8 is exact,
+    so the checkpoint's float8 weights come back bit for bit.
+    """
+    import torch
+
+    transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+    log.info("fp8 checkpoint: transformer weights kept in float8", compute_dtype=str(compute_dtype))

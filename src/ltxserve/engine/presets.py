@@ -1,0 +1,167 @@
+"""Known LTX-2 variants and how each one samples: the one place a request's ``steps`` and
+``CFGScale`` become pipeline arguments.
+
+A preset is picked once per server (``Settings.model_preset``, or detected from the checkpoint's
+name: Lightricks ships ``ltx-2-19b-dev*.safetensors`` and ``ltx-2-19b-distilled*.safetensors``, with
+``-fp8`` variants) and names the model ids clients may send for it. The engine applies it to every
+job; the API's validation stays the contract's (``steps`` 1-100, ``CFGScale`` 1-20 are accepted for
+every preset), and what a preset does with values its model cannot use is written here and in the
+README:
+
+* **dev** (``lightricks:ltx@2``): ``steps`` is the number of Euler steps on the scheduler's
+  shifted schedule, ``CFGScale`` the classifier-free guidance scale (``<= 1``: off). LTX-2.0
+  samples with CFG only: spatio-temporal guidance, modality isolation and guidance rescale (the
+  LTX-2.3 defaults of diffusers' pipeline) are off and the legacy 2.0 cross-attention timestep is
+  used.
+* **distilled** (``lightricks:ltx@2-distilled``): the model was distilled for one schedule, the 8
+  sigmas of Lightricks' ``DISTILLED_SIGMA_VALUES`` (ltx-pipelines ``utils/constants.py``, copied by
+  diffusers into ``pipelines/ltx2/utils.py``), used as-is (no resolution-dependent shift) and
+  without guidance (``distilled.py`` samples with ``simple_denoising_func``: one pass per step). Any
+  other step count or guidance scale is off its training distribution, so the mapping is fixed:
+  ``steps`` -> 8, ``CFGScale`` -> off (the negative prompt is not used). Progress reports the 8
+  (plus refine) steps actually run.
+* ``-fp8`` variants sample like their base; their transformer weights stay float8 (e4m3) and are
+  upcast per layer (diffusers layerwise casting), which needs a CUDA GPU.
+
+Two-stage generation (half resolution, x2 latent upsampling, a 3-step refine on
+``STAGE_2_DISTILLED_SIGMA_VALUES``) is Lightricks' recommended path for large frames. Its refine
+stage runs distilled weights: the distilled preset refines with itself (``DistilledPipeline``);
+the dev preset would need the distilled LoRA (``ti2vid_two_stages.py``), which ltxserve does not
+load, so dev generates in one stage at any size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from ltxserve.config import Settings
+
+#: Lightricks' distilled schedule (``ltx_pipelines/utils/constants.py``; diffusers
+#: ``pipelines/ltx2/utils.py`` has the same values). The scheduler appends the terminal 0.
+DISTILLED_SIGMAS: Final = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+#: Refine schedule of the two-stage pipelines: the last three distilled sigmas, started by
+#: re-noising the upsampled latents to the first of them.
+STAGE_2_SIGMAS: Final = (0.909375, 0.725, 0.421875)
+
+#: Runware's model id for LTX-2 (also ``ltxserve.protocol.LTX2_MODEL_ID``).
+DEV_MODEL_ID: Final = "lightricks:ltx@2"
+
+PresetName = Literal["dev", "distilled", "dev-fp8", "distilled-fp8"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What one denoising stage gets: steps, an optional fixed schedule and guidance kwargs."""
+
+    steps: int
+    sigmas: tuple[float, ...] | None  # None: the scheduler's own (shifted) schedule
+    guidance: float  # <= 1: classifier-free guidance off
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> bool:
+        return self.guidance > 1.0
+
+
+def ltx20_guidance_kwargs(guidance: float) -> dict[str, Any]:
+    """LTX-2.0's guidance settings for a CFG scale: CFG only, everything LTX-2.3 added off.
+
+    At ``guidance <= 1`` guidance is off entirely: one transformer row per result per step and the
+    negative prompt is never encoded.
+    """
+    scale = max(1.0, float(guidance))
+    return {
+        "guidance_scale": scale,
+        "audio_guidance_scale": scale,
+        "stg_scale": 0.0,
+        "audio_stg_scale": 0.0,
+        "modality_scale": 1.0,
+        "audio_modality_scale": 1.0,
+        "guidance_rescale": 0.0,
+        "audio_guidance_rescale": 0.0,
+        "spatio_temporal_guidance_blocks": None,
+        "use_cross_timestep": False,
+    }
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """One known LTX-2 variant: its recommended sampling and whether two-stage applies."""
+
+    name: PresetName
+    description: str
+    distilled: bool
+    fp8: bool
+    #: Recommended defaults, shown in the README (a request's own values win where allowed).
+    default_steps: int
+    default_guidance: float
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether this variant can refine its own upsampled latents (see module docstring)."""
+        return self.distilled
+
+    def sampling(self, steps: int, guidance: float) -> Sampling:
+        """The first (or only) stage for a request's ``steps`` and ``CFGScale``."""
+        if self.distilled:
+            return Sampling(len(DISTILLED_SIGMAS), DISTILLED_SIGMAS, 1.0, ltx20_guidance_kwargs(1.0))
+        return Sampling(steps, None, guidance, ltx20_guidance_kwargs(guidance))
+
+    def refine_sampling(self) -> Sampling:
+        """The second stage of two-stage generation: 3 distilled steps, no guidance."""
+        return Sampling(len(STAGE_2_SIGMAS), STAGE_2_SIGMAS, 1.0, ltx20_guidance_kwargs(1.0))
+
+    def mapping_note(self, steps: int, guidance: float) -> str | None:
+        """A log line when the request's values are replaced (None when they are used as sent)."""
+        run = self.sampling(steps, guidance)
+        if run.steps == steps and (run.guidance == guidance or (guidance <= 1 and not run.cfg)):
+            return None
+        cfg = f"{run.guidance:g}" if run.cfg else "off"
+        return f"{self.name} preset: steps {steps} -> {run.steps}, CFGScale {guidance:g} -> {cfg}"
+
+
+PRESETS: Final[dict[str, ModelPreset]] = {
+    p.name: p
+    for p in (
+        ModelPreset("dev", "LTX-2 19B dev (bf16): full sampling with CFG", False, False, 40, 4.0),
+        ModelPreset(
+            "distilled", "LTX-2 19B distilled (bf16): 8 fixed steps, no guidance", True, False, 8, 1.0
+        ),
+        ModelPreset("dev-fp8", "dev with float8 transformer weights (CUDA)", False, True, 40, 4.0),
+        ModelPreset("distilled-fp8", "distilled with float8 transformer weights (CUDA)", True, True, 8, 1.0),
+    )
+}
+
+_DISTILLED = re.compile(r"distill", re.IGNORECASE)
+_FP8 = re.compile(r"fp8|float8|e4m3", re.IGNORECASE)
+
+
+def detect_preset_name(location: str | None) -> PresetName:
+    """The preset a checkpoint's name implies (Lightricks' file names carry it)."""
+    name = (location or "").rstrip("/").rsplit("/", 1)[-1]
+    distilled = bool(_DISTILLED.search(name))
+    fp8 = bool(_FP8.search(name))
+    if distilled:
+        return "distilled-fp8" if fp8 else "distilled"
+    return "dev-fp8" if fp8 else "dev"
+
+
+def resolve_preset(settings: Settings) -> ModelPreset:
+    """``settings.model_preset``, or (``auto``) the one the checkpoint's name implies."""
+    if settings.model_preset != "auto":
+        return PRESETS[settings.model_preset]
+    return PRESETS[detect_preset_name(settings.model_path)]
+
+
+def preset_model_ids(preset: ModelPreset, settings: Settings) -> tuple[str, ...]:
+    """The model ids that address a preset: Runware's for dev, configurable ones for distilled."""
+    return tuple(settings.distilled_model_ids) if preset.distilled else (DEV_MODEL_ID,)
+
+
+def served_model_ids(settings: Settings) -> tuple[str, ...]:
+    """Every model id this deployment accepts: its preset's aliases, then ``model_ids``."""
+    ids = [*preset_model_ids(resolve_preset(settings), settings), *settings.model_ids]
+    return tuple(dict.fromkeys(ids))

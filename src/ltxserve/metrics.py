@@ -1,0 +1,79 @@
+"""Prometheus metrics (``prometheus-client``): one registry per process.
+
+API nodes serve them on ``GET /metrics``; ``ltxserve worker`` on its own small listener
+(``LTXSERVE_METRICS_PORT``). Counters and histograms count what this process did; the queue
+gauges are read from the database (by the API at scrape time, by workers every few seconds), so
+every node reports the same cluster-wide depth.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "QUEUE_DEPTH",
+    "RESULTS",
+    "RUNNING",
+    "STAGE_SECONDS",
+    "TASK_ATTEMPTS",
+    "WORKER_BUSY",
+    "WORKER_UP",
+    "render",
+]
+
+# Buckets from tens of milliseconds (tiny model, encode) to the 10+ minutes of a long LTX-2 job.
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 2400)
+
+QUEUE_DEPTH = Gauge("ltxserve_queue_depth", "Tasks queued and not yet claimed by a worker (cluster-wide).")
+RUNNING = Gauge("ltxserve_tasks_running", "Tasks a worker holds under a lease (cluster-wide).")
+STAGE_SECONDS = Histogram(
+    "ltxserve_stage_seconds",
+    "Seconds per stage of a task: queue_wait (accepted -> claimed), generate (engine), encode "
+    "(file encode), store (object store write), total (claimed -> finished).",
+    ["stage"],
+    buckets=BUCKETS,
+)
+RESULTS = Counter("ltxserve_results_total", "Results this process finished, by status.", ["status"])
+WORKER_BUSY = Gauge("ltxserve_worker_busy", "1 while this process's worker holds a task, 0 when idle.")
+WORKER_UP = Gauge("ltxserve_worker_up", "1 while this process's worker (model loaded) takes tasks.")
+TASK_ATTEMPTS = Counter("ltxserve_task_attempts_total", "Task attempts this process started.")
+
+
+class GpuMemoryCollector(Collector):
+    """``ltxserve_gpu_memory_bytes{kind}`` read at scrape time, only where this process has torch
+    with CUDA initialised (it never imports torch itself: API nodes stay light)."""
+
+    def collect(self) -> Iterator[Metric]:
+        cuda = getattr(sys.modules.get("torch"), "cuda", None)  # None too while torch is importing
+        try:
+            if cuda is None or not cuda.is_available() or not cuda.is_initialized():
+                return
+            free, total = cuda.mem_get_info()
+            values = {
+                "allocated": cuda.memory_allocated(),
+                "reserved": cuda.memory_reserved(),
+                "max_allocated": cuda.max_memory_allocated(),
+                "free": free,
+                "total": total,
+            }
+        except Exception:  # a scrape must never fail because of the GPU
+            return
+        family = GaugeMetricFamily(
+            "ltxserve_gpu_memory_bytes", "GPU memory of this process (torch), by kind.", labels=["kind"]
+        )
+        for kind, value in values.items():
+            family.add_metric([kind], value)
+        yield family
+
+
+REGISTRY.register(GpuMemoryCollector())
+
+
+def render() -> bytes:
+    return generate_latest()
