@@ -216,7 +216,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_config=None,
-        ws_max_size=settings.max_body_bytes,
+        # Above the app's own limit, so an oversized message gets a requestTooLarge reply, not a
+        # closed socket.
+        ws_max_size=4 * settings.max_body_bytes,
         timeout_graceful_shutdown=None,
     )
 

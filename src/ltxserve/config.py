@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         description="Step cache: every N-th middle step reuses the previous prediction (2 = ~30% fewer "
         "transformer passes). Lossy; 0 = off.",
     )
+    worker_overlap: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Encode/check/store a task while the next one is generated; auto = on with CUDA "
+        "(on a CPU both stages compete for the same cores).",
+    )
     text_encoder_offload: Literal["auto", "on", "off"] = Field(
         default="auto", description="Move the text encoder off the GPU after encoding; auto = GPUs < 48 GiB."
     )

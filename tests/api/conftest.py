@@ -92,7 +92,7 @@ def start_server(settings: Settings, engine: Engine | None) -> Iterator[LiveServ
     runtime = Runtime.build(settings, engine=engine)
     app = create_app(runtime)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.port, log_config=None, ws_max_size=settings.max_body_bytes
+        app, host="127.0.0.1", port=settings.port, log_config=None, ws_max_size=4 * settings.max_body_bytes
     )
     server = uvicorn.Server(config)
     loops: list[asyncio.AbstractEventLoop] = []

@@ -57,6 +57,8 @@ class Worker:
         self.busy = False
         self._stopping = asyncio.Event()
         self.checker = NSFWChecker()  # loads its model on first use: never when no task asks
+        self.overlap = worker_overlap(settings, engine)
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self.queue.wake()
@@ -72,6 +74,7 @@ class Worker:
         metrics.WORKER_UP.set(1)
         try:
             await self.queue.consume(self.handle, self._stopping)
+            await self.drain()
         finally:
             metrics.WORKER_UP.set(0)
         log.info("worker stopped", worker=self.id)
@@ -100,46 +103,39 @@ class Worker:
             await self.process(claimed)
 
     async def process(self, task_id: str) -> None:
+        """Run one claimed task: the GPU stage here, the rest (safety, encode, store, deliver) in
+        a finisher that, with overlap on, keeps going while the next task is generated."""
         task = await self.store.get_task(task_id)
         if task is None:
             return
-        blog = log.bind(task_uuid=task.task_uuid, task_id=task.id, attempt=task.attempts, worker=self.id)
-        cancel = threading.Event()
+        await self._room()
+        run = _TaskRun(self, task)
+        finisher = asyncio.create_task(run.finish(), name=f"finish-{task.task_uuid}")
         self.busy = True
         metrics.WORKER_BUSY.set(1)
-        metrics.TASK_ATTEMPTS.inc()
-        if task.attempts == 1 and task.started_at is not None:
-            wait = (task.started_at - task.created_at).total_seconds()
-            metrics.STAGE_SECONDS.labels("queue_wait").observe(max(wait, 0.0))
-        beat = asyncio.create_task(self._heartbeat(task, cancel))
-        started = time.perf_counter()
         try:
-            await self._run(task, cancel, blog)
-        except GenerationCancelled:
-            blog.info("task cancelled")
-            done = await self.store.finish_task(
-                task.id, code=ErrorCode.TASK_CANCELLED, message="cancelled by the client", status="cancelled"
-            )
-            if done is not None:
-                self._count(done)
-                await self.service.publish_results(done)
-        except CapacityError as exc:
-            blog.warning("task refused by the capacity check", parameter=exc.parameter, reason=str(exc))
-            await self._fail(task, unsupported(exc.parameter), str(exc))
-        except Exception as exc:
-            blog.exception("task attempt failed")
-            if task.attempts < self.settings.max_attempts:
-                await self.store.release(task.id, self.id)
-                self.wake()
-            else:
-                await self._fail(task, ErrorCode.INFERENCE_ERROR, f"generation failed: {exc}")
+            await run.generate()
+        except BaseException as exc:  # the finisher decides what the failure means for the task
+            run.error = exc
         finally:
-            beat.cancel()
+            await run.results.put(None)
             self.busy = False
             metrics.WORKER_BUSY.set(0)
-            seconds = time.perf_counter() - started
-            metrics.STAGE_SECONDS.labels("total").observe(seconds)
-            blog.info("task attempt ended", seconds=round(seconds, 3))
+        if self.overlap:
+            self._finishing.add(finisher)
+            finisher.add_done_callback(self._finishing.discard)
+        else:
+            await finisher
+
+    async def _room(self) -> None:
+        """At most one task finishing while the next generates: bounded memory for frames."""
+        while len(self._finishing) >= 1:
+            await asyncio.wait(self._finishing, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        """Wait for the tasks still being encoded and stored (SIGTERM, end of ``run``)."""
+        while self._finishing:
+            await asyncio.wait(self._finishing)
 
     @staticmethod
     def _count(done: Task) -> None:
@@ -152,59 +148,6 @@ class Worker:
         if done is not None:
             self._count(done)
             await self.service.publish_results(done)
-
-    async def _run(self, task: Task, cancel: threading.Event, blog: Any) -> None:
-        # 1. rebuild the job from the persisted request; only results not yet made
-        model = VideoInferenceTask.model_validate(
-            task.request, context=ValidationContext(model_ids=(task.request["model"],))
-        )
-        pending = [r for r in task.results if r.status not in TaskStatus.TERMINAL]
-        if not pending:
-            await self.store.finish_task(task.id)
-            return
-        image = None
-        if model.frame_image is not None:
-            image = await self.service.images.load_upload(task.api_key_id, model.frame_image.value)
-        job = replace(to_job(model, image=image), seeds=tuple(r.seed for r in pending))
-        blog.info("generating", results=len(pending), seeds=list(job.seeds), size=f"{job.width}x{job.height}")
-
-        # 2. generate in a thread; progress comes back through the loop, throttled
-        loop = asyncio.get_running_loop()
-        progress = _Progress(self, task, loop, done=len(task.results) - len(pending))
-        batches = self.engine.generate_batches(job, progress, cancel)
-        fmt = VideoFormat(model.output_format)
-        ttl = model.ttl or self.settings.default_ttl_s
-        rows = iter(pending)
-        try:
-            while True:
-                t0 = time.perf_counter()
-                batch = await asyncio.to_thread(next, batches, None)
-                if batch is None:
-                    break
-                metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
-                t = batch[0].timings
-                blog.info(
-                    "generated",
-                    results=len(batch),
-                    enhance_s=round(t.enhance, 3),
-                    text_encode_s=round(t.text_encode, 3),
-                    denoise_s=round(t.denoise, 3),
-                    video_decode_s=round(t.video_decode, 3),
-                    audio_decode_s=round(t.audio_decode, 3),
-                    prompt=batch[0].prompt if job.enhance_prompt else None,
-                )
-                # 3. encode and store each result before the next batch: a crash keeps them
-                for result in batch:
-                    await self._finish_result(
-                        next(rows), result, fmt, model.output_quality, ttl, model.safety.effective_mode, blog
-                    )
-        finally:
-            await asyncio.to_thread(batches.close)
-        done = await self.store.finish_task(task.id)
-        if done is not None:
-            self._count(done)
-            await self.service.publish_results(done)
-        blog.info("task finished", status=done.status if done else None)
 
     async def _finish_result(
         self,
@@ -295,6 +238,143 @@ class Worker:
                 log.info("task cancelled or lost its lease; stopping", task_uuid=task.task_uuid)
                 cancel.set()
                 return
+
+
+def worker_overlap(settings: Settings, engine: Engine) -> bool:
+    """Overlap GPU work with encoding on GPUs; on a CPU both stages want the same cores."""
+    if settings.worker_overlap == "auto":
+        return engine.device.type == "cuda"
+    return settings.worker_overlap == "on"
+
+
+class _TaskRun:
+    """One attempt at one task: ``generate`` feeds results to ``finish`` through a small queue.
+
+    The finisher owns the outcome: it stores each result as it arrives (a crash keeps them),
+    then ends the task, or turns a failure of either side into cancel / retry / error. Its
+    failure stops the generator at the next step (the cancel event), and it keeps the lease
+    alive until the last file is stored.
+    """
+
+    def __init__(self, worker: Worker, task: Task) -> None:
+        self.worker = worker
+        self.task = task
+        self.blog = log.bind(
+            task_uuid=task.task_uuid, task_id=task.id, attempt=task.attempts, worker=worker.id
+        )
+        self.cancel = threading.Event()
+        self.results: asyncio.Queue[tuple[Any, GenerationResult] | None] = asyncio.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.model: VideoInferenceTask | None = None
+        self.started = time.perf_counter()
+        self.beat = asyncio.create_task(worker._heartbeat(task, self.cancel))
+        metrics.TASK_ATTEMPTS.inc()
+        if task.attempts == 1 and task.started_at is not None:
+            wait = (task.started_at - task.created_at).total_seconds()
+            metrics.STAGE_SECONDS.labels("queue_wait").observe(max(wait, 0.0))
+
+    async def generate(self) -> None:
+        worker, task, blog = self.worker, self.task, self.blog
+        # 1. rebuild the job from the persisted request; only results not yet made
+        model = VideoInferenceTask.model_validate(
+            task.request, context=ValidationContext(model_ids=(task.request["model"],))
+        )
+        self.model = model
+        pending = [r for r in task.results if r.status not in TaskStatus.TERMINAL]
+        if not pending:
+            return
+        image = None
+        if model.frame_image is not None:
+            image = await worker.service.images.load_upload(task.api_key_id, model.frame_image.value)
+        job = replace(to_job(model, image=image), seeds=tuple(r.seed for r in pending))
+        blog.info("generating", results=len(pending), seeds=list(job.seeds), size=f"{job.width}x{job.height}")
+
+        # 2. generate in a thread; progress comes back through the loop, throttled
+        loop = asyncio.get_running_loop()
+        progress = _Progress(worker, task, loop, done=len(task.results) - len(pending))
+        batches = worker.engine.generate_batches(job, progress, self.cancel)
+        rows = iter(pending)
+        try:
+            while True:
+                t0 = time.perf_counter()
+                batch = await asyncio.to_thread(next, batches, None)
+                if batch is None:
+                    break
+                metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
+                t = batch[0].timings
+                blog.info(
+                    "generated",
+                    results=len(batch),
+                    enhance_s=round(t.enhance, 3),
+                    text_encode_s=round(t.text_encode, 3),
+                    denoise_s=round(t.denoise, 3),
+                    video_decode_s=round(t.video_decode, 3),
+                    audio_decode_s=round(t.audio_decode, 3),
+                    prompt=batch[0].prompt if job.enhance_prompt else None,
+                )
+                # 3. hand each result to the finisher (waits while it is still busy: bounded memory)
+                for result in batch:
+                    await self.results.put((next(rows), result))
+        finally:
+            await asyncio.to_thread(batches.close)
+
+    async def finish(self) -> None:
+        worker, blog = self.worker, self.blog
+        failure: BaseException | None = None
+        try:
+            while (item := await self.results.get()) is not None:
+                if failure is not None:
+                    continue  # draining after a failure: the generator is being stopped
+                row, result = item
+                assert self.model is not None
+                try:
+                    await worker._finish_result(
+                        row,
+                        result,
+                        VideoFormat(self.model.output_format),
+                        self.model.output_quality,
+                        self.model.ttl or worker.settings.default_ttl_s,
+                        self.model.safety.effective_mode,
+                        blog,
+                    )
+                except Exception as exc:
+                    failure = exc
+                    self.cancel.set()
+            await self._conclude(failure or self.error)
+        finally:
+            self.beat.cancel()
+            seconds = time.perf_counter() - self.started
+            metrics.STAGE_SECONDS.labels("total").observe(seconds)
+            blog.info("task attempt ended", seconds=round(seconds, 3))
+
+    async def _conclude(self, error: BaseException | None) -> None:
+        worker, task, blog = self.worker, self.task, self.blog
+        if error is None:
+            done = await worker.store.finish_task(task.id)
+            if done is not None:
+                worker._count(done)
+                await worker.service.publish_results(done)
+            blog.info("task finished", status=done.status if done else None)
+        elif isinstance(error, GenerationCancelled):
+            blog.info("task cancelled")
+            done = await worker.store.finish_task(
+                task.id, code=ErrorCode.TASK_CANCELLED, message="cancelled by the client", status="cancelled"
+            )
+            if done is not None:
+                worker._count(done)
+                await worker.service.publish_results(done)
+        elif isinstance(error, CapacityError):
+            blog.warning("task refused by the capacity check", parameter=error.parameter, reason=str(error))
+            await worker._fail(task, unsupported(error.parameter), str(error))
+        elif isinstance(error, Exception):
+            blog.error("task attempt failed", exc_info=error)
+            if task.attempts < worker.settings.max_attempts:
+                await worker.store.release(task.id, worker.id)
+                worker.wake()
+            else:
+                await worker._fail(task, ErrorCode.INFERENCE_ERROR, f"generation failed: {error}")
+        else:
+            raise error  # CancelledError, KeyboardInterrupt: not ours to swallow
 
 
 class _Progress:
