@@ -48,9 +48,7 @@ format: setup
 	$(BIN)/ruff format .
 
 bench: setup
-	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/media.py
-	$(BIN)/python bench/api.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .cache data out test-artifacts
