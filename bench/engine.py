@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,37 +31,18 @@ from ltxserve.engine import Engine, GenerationJob, plan_frames, sampler_kwargs
 from ltxserve.engine.tiny import save_tiny_model
 from ltxserve.media.encode import encode_video
 
-
-@dataclass(frozen=True)
-class Case:
-    preset: str
-    job: GenerationJob
-
-
-CASES = {
-    # The test-size model at a typical small request.
-    "tiny": GenerationJob(
-        prompt="a lighthouse at dusk",
-        width=512,
-        height=320,
-        duration=2,
-        fps=24,
-        steps=8,
-        guidance=4.0,
-        seeds=(7,),
-    ),
-    # A mid-size random-weight LTX-2 that takes ~10-30 s per job on a 2-core CPU.
-    "mid": GenerationJob(
-        prompt="a lighthouse at dusk",
-        width=512,
-        height=320,
-        duration=2,
-        fps=24,
-        steps=8,
-        guidance=4.0,
-        seeds=(7,),
-    ),
-}
+#: One request for every preset: the tiny model at a typical small request, and the mid-size
+#: random-weight LTX-2 that takes ~10-30 s for it on a 2-core CPU.
+JOB = GenerationJob(
+    prompt="a lighthouse at dusk",
+    width=512,
+    height=320,
+    duration=2,
+    fps=24,
+    steps=8,
+    guidance=4.0,
+    seeds=(7,),
+)
 
 
 def plain_diffusers(engine: Engine, job: GenerationJob) -> tuple[float, np.ndarray]:
@@ -93,7 +74,7 @@ def run_preset(preset: str, repeats: int, root: Path) -> None:
         save_tiny_model(model_dir, preset)
     settings = Settings(data_dir=root / "data", model_path=str(model_dir))
     engine = Engine.load(settings)
-    job = CASES[preset]
+    job = JOB
     # Warm-up both paths (first-call allocations, oneDNN kernel selection).
     engine.generate(job)
     plain_diffusers(engine, job)
@@ -189,7 +170,7 @@ def run_stream(root: Path) -> None:
 
 def run_quality(root: Path) -> None:
     """Lossy options against the exact path, same seed: PSNR of frames, SNR of audio."""
-    job = CASES["mid"]
+    job = JOB
     (exact,) = mid_engine(root).generate(job)
     print(f"\n[quality, mid] lossy options vs the exact path ({job.width}x{job.height}, seed {job.seeds[0]})")
     for name, value in (("fp8_weights", True), ("step_cache_every", 2)):
