@@ -89,11 +89,6 @@ class LocalEventBus:
         self._listeners.clear()
 
 
-def loop_safe(loop: asyncio.AbstractEventLoop, bus: EventBus, event: TaskEvent) -> None:
-    """Publish from a worker thread (the engine's progress callback runs off the loop)."""
-    asyncio.run_coroutine_threadsafe(bus.publish(event), loop)
-
-
 CHANNEL = "ltxserve_events"
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; larger events travel as a reference.
 MAX_PAYLOAD = 7500
