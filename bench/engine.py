@@ -79,14 +79,21 @@ def run_preset(preset: str, repeats: int, root: Path) -> None:
     engine.generate(job)
     plain_diffusers(engine, job)
 
-    ours: list[float] = []
+    ours: list[float] = []  # cold: caches emptied, every stage computed (the engine's overhead)
+    warm: list[float] = []  # the same prompt again: the text-encoder cache hits (ltxserve default)
     ref: list[float] = []
     stages: list[dict[str, float]] = []
     identical = True
     for _ in range(repeats):
+        engine.text_cache.clear()
+        engine.enhance_cache.clear()
         t0 = time.perf_counter()
         (result,) = engine.generate(job)
         ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        (again,) = engine.generate(job)
+        warm.append(time.perf_counter() - t0)
+        identical &= bool(np.array_equal(again.frames, result.frames))
         t = result.timings
         with tempfile.TemporaryDirectory() as tmp:
             enc = encode_video(Path(tmp) / "o.mp4", result.frames, job.fps, result.audio, result.sample_rate)
@@ -103,14 +110,17 @@ def run_preset(preset: str, repeats: int, root: Path) -> None:
         ref.append(seconds)
         identical &= bool(np.array_equal(frames, result.frames))
 
-    m_ours, m_ref = statistics.median(ours), statistics.median(ref)
+    m_ours, m_ref, m_warm = statistics.median(ours), statistics.median(ref), statistics.median(warm)
     j = job
     print(
         f"\n[{preset}] {j.width}x{j.height}, {j.duration} s at {j.fps} fps, {j.steps} steps, "
         f"CFG {j.guidance}, {repeats} runs (median)"
     )
     print(f"  plain diffusers     {m_ref:8.3f} s")
-    print(f"  ltxserve engine     {m_ours:8.3f} s   ratio {m_ours / m_ref:.3f} (target <= 1.02)")
+    print(f"  ltxserve, cold      {m_ours:8.3f} s   ratio {m_ours / m_ref:.3f} (overhead; target <= 1.02)")
+    print(
+        f"  ltxserve, warm      {m_warm:8.3f} s   ratio {m_warm / m_ref:.3f} (repeated prompt; target <= 1.0)"
+    )
     print(f"  identical frames    {identical}")
     print("  ltxserve stages (median s):")
     for name in stages[0]:
@@ -140,7 +150,7 @@ def run_stream(root: Path) -> None:
     engine = mid_engine(root)
     prompts = ["a lighthouse at dusk", "a fox in the snow"]
     base = GenerationJob(
-        prompt="", width=192, height=128, duration=1, fps=24, steps=4, guidance=4.0, seeds=(0,)
+        prompt="", width=256, height=192, duration=1, fps=24, steps=8, guidance=4.0, seeds=(0,)
     )
     jobs = [replace(base, prompt=prompts[i % 2], seeds=tuple(range(10 * i, 10 * i + 4))) for i in range(8)]
     engine.generate(replace(jobs[0], seeds=(999,)))  # warm-up both paths

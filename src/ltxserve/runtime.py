@@ -69,7 +69,7 @@ class Runtime:
         role: Role | None = None,
     ) -> Runtime:
         role = role or ("all" if with_worker else "api")
-        store = Store(database_url(settings), retry_s=settings.db_retry_s)
+        store = Store(database_url(settings), retry_s=settings.db_retry_s, auth_cache_s=settings.auth_cache_s)
         queue = build_queue(settings, store)
         if queue.name != "table":
             store.enqueue = queue.enqueue  # every transition to queued defers a job, same transaction

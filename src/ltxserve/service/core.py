@@ -25,7 +25,6 @@ from ltxserve.protocol import (
     ImageUploadTask,
     MediaStorageTask,
     RunwareError,
-    ValidationContext,
     VideoInferenceTask,
     ack_item,
     image_upload_item,
@@ -79,7 +78,6 @@ class Service:
         self.http = http
         self.deliverer = deliverer
         self.images = ImageResolver(settings, store, blobs, http)
-        self.validation = ValidationContext.from_settings(settings)
 
     # --- URLs -------------------------------------------------------------------------------
 
@@ -120,13 +118,12 @@ class Service:
                         self._error(task, invalid(parameter), f"{parameter} {exc}", parameter=parameter)
                     ) from None
         # 3. the first-frame image: decoded now, so a bad image is refused before the ack
-        request = task.model_dump(mode="json", by_alias=True, exclude_none=True)
+        ref = task.frame_image
         image = None
-        if task.frame_image is not None:
-            parameter = frame_image_parameter(task)
-            image, image_uuid = await self.images.resolve(key, task.frame_image, parameter, task.task_uuid)
-            request.pop("frameImages", None)
-            request["inputs"] = {"frameImages": [{"image": image_uuid, "frame": "first"}]}
+        if ref is not None:
+            image = await self.images.load(
+                ref, frame_image_parameter(task), task.task_uuid, task.task_type, key
+            )
         # 4. capacity: refuse what the hardware cannot do before queueing it
         seeds = result_seeds(task)
         if self.capacity is not None:
@@ -142,7 +139,13 @@ class Service:
                         task.task_uuid,
                     )
                 ) from exc
-        # 5. persist task + one row per result (seed, cost) in one transaction
+        # 5. an inline image is kept like an imageUpload: the stored task refers to its imageUUID
+        request = task.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if ref is not None and image is not None:
+            image_uuid = ref.value if ref.kind == "uuid" else await self.images.save(key, image)
+            request.pop("frameImages", None)
+            request["inputs"] = {"frameImages": [{"image": image_uuid, "frame": "first"}]}
+        # 6. persist task + one row per result (seed, cost) in one transaction
         cost = round(self.settings.price_per_second * task.duration, 6)
         try:
             row = await self.store.submit(
@@ -167,18 +170,22 @@ class Service:
 
     async def results(self, key: ApiKey, query: GetResponseTask) -> Reply:
         """One item per requested result; another key's task looks exactly like an unknown one."""
-        task = await self.store.find_task(key.id, query.task_uuid)
+        task = await self._own_task(key, query.task_uuid, "getResponse")
+        return await self.result_items_with_uploads(task)
+
+    async def _own_task(self, key: ApiKey, task_uuid: str, task_type: str) -> Task:
+        task = await self.store.find_task(key.id, task_uuid)
         if task is None:
             raise RunwareError(
                 ErrorDetail(
                     ErrorCode.TASK_NOT_FOUND,
-                    f"No task with taskUUID {query.task_uuid} was found for this API key.",
+                    f"No task with taskUUID {task_uuid} was found for this API key.",
                     "taskUUID",
-                    "getResponse",
-                    query.task_uuid,
+                    task_type,
+                    task_uuid,
                 )
             )
-        return await self.result_items_with_uploads(task)
+        return task
 
     async def result_items_with_uploads(self, task: Task) -> Reply:
         """Result items; with an uploadEndpoint each success item says how its upload went."""
@@ -231,17 +238,7 @@ class Service:
         )
 
     async def cancel(self, key: ApiKey, task_uuid: str) -> Reply:
-        task = await self.store.find_task(key.id, task_uuid)
-        if task is None:
-            raise RunwareError(
-                ErrorDetail(
-                    ErrorCode.TASK_NOT_FOUND,
-                    f"No task with taskUUID {task_uuid} was found for this API key.",
-                    "taskUUID",
-                    "taskCancel",
-                    task_uuid,
-                )
-            )
+        task = await self._own_task(key, task_uuid, "taskCancel")
         updated = await self.store.request_cancel(task.id)
         if updated is not None and updated.status == TaskStatus.CANCELLED:
             await self.publish_results(updated)

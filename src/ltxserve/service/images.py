@@ -100,15 +100,6 @@ class ImageResolver:
         await self.store.add_upload(key.id, image_uuid, upload_key(image_uuid), expires)
         return image_uuid
 
-    async def resolve(
-        self, key: ApiKey, ref: ImageRef, parameter: str, task_uuid: str
-    ) -> tuple[Image.Image, str]:
-        """The decoded image and an imageUUID of ``key`` holding it (new unless given one)."""
-        image = await self.load(ref, parameter, task_uuid, "videoInference", key)
-        if ref.kind == "uuid":
-            return image, ref.value
-        return image, await self.save(key, image)
-
     async def load_upload(self, api_key_id: str, image_uuid: str) -> Image.Image:
         """For the worker: the stored first-frame image of a persisted task."""
         row = await self.store.get_upload(api_key_id, image_uuid)

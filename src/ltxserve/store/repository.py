@@ -27,6 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import joinedload
 
 from ltxserve.logs import get_logger
 from ltxserve.store.models import (
@@ -119,8 +120,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Store:
-    def __init__(self, url: str, *, enqueue: EnqueueHook | None = None, retry_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        enqueue: EnqueueHook | None = None,
+        retry_s: float = 30.0,
+        auth_cache_s: float = 0.0,
+    ) -> None:
         self.url = url
+        # Verified keys are trusted for ``auth_cache_s`` (every REST request authenticates);
+        # revoking or rotating in this process forgets them at once, elsewhere within that time.
+        self.auth_cache_s = auth_cache_s
+        self._auth_cache: dict[str, tuple[float, ApiKey]] = {}
         self.is_sqlite = url.startswith("sqlite")
         self.enqueue = enqueue
         self.retry_s = retry_s
@@ -177,6 +189,7 @@ class Store:
 
     async def revoke_key(self, ident: str) -> bool:
         """Revoke by id or by the prefix shown in ``keys list``."""
+        self._auth_cache.clear()
         async with self.session() as s:
             res = await s.execute(
                 update(ApiKey)
@@ -186,13 +199,19 @@ class Store:
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
     async def authenticate(self, key: str) -> ApiKey | None:
+        digest = hash_key(key)
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         async with self.sessions() as s:
-            return await s.scalar(
-                select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-            )
+            row = await s.scalar(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
+        if row is not None and self.auth_cache_s > 0:
+            self._auth_cache[digest] = (time.monotonic() + self.auth_cache_s, row)
+        return row
 
     async def rotate_webhook_secret(self, ident: str) -> str | None:
         """A new signing secret for the key (by id or prefix); the old one stops working."""
+        self._auth_cache.clear()
         secret = new_webhook_secret()
         async with self.session() as s:
             res = await s.execute(
@@ -245,10 +264,14 @@ class Store:
         return task
 
     async def find_task(self, api_key_id: str, task_uuid: str) -> Task | None:
+        """One query, results joined in (getResponse polls this on every request)."""
         async with self.sessions() as s:
-            return await s.scalar(
-                select(Task).where(Task.api_key_id == api_key_id, Task.task_uuid == task_uuid)
+            res = await s.execute(
+                select(Task)
+                .options(joinedload(Task.results))
+                .where(Task.api_key_id == api_key_id, Task.task_uuid == task_uuid)
             )
+            return res.unique().scalar_one_or_none()
 
     @retry_db
     async def get_task(self, task_id: str) -> Task | None:
