@@ -68,10 +68,23 @@ class Settings(BaseSettings):
         "Lightricks' `ltx-2-spatial-upscaler-x2-*.safetensors`. Unset: the model's latent_upsampler/ "
         "subfolder, if it has one.",
     )
+    distilled_lora_path: str | None = Field(
+        default=None,
+        description="Lightricks' distilled LoRA (`ltx-2-19b-distilled-lora-384.safetensors`, or a "
+        "diffusers-format LoRA file) for the dev preset's two-stage refine (Lightricks' "
+        "TI2VidTwoStagesPipeline): loaded once, switched on for the refine stage only. Unset: the dev "
+        "preset runs in one stage at any size.",
+    )
+    distilled_lora_scale: float = Field(
+        default=1.0,
+        description="Strength of the distilled LoRA in the refine stage (Lightricks' default 1.0; their "
+        "examples also use 0.6-0.8).",
+    )
     two_stage: Literal["auto", "off"] = Field(
         default="auto",
         description="Two-stage generation (half size, x2 latent upsampling, 3-step refine) for jobs above "
-        "two_stage_above_pixels, where the preset supports it and an upsampler is available.",
+        "two_stage_above_pixels, where an upsampler is available and the preset can refine (distilled; dev "
+        "with distilled_lora_path).",
     )
     two_stage_above_pixels: int = Field(
         default=768 * 512,
@@ -154,6 +167,11 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL. Unset: sqlite+aiosqlite:///{data_dir}/ltxserve.db."
+    )
+    auth_cache_s: float = Field(
+        default=5.0,
+        description="How long a verified API key is trusted before it is looked up again; a key revoked "
+        "by another process (e.g. `ltxserve keys revoke`) stops working within this time.",
     )
     default_ttl_s: int = Field(default=86_400, description="Lifetime of outputs when a task sets no `ttl`.")
     sweep_interval_s: float = Field(default=60.0, description="How often expired outputs are deleted.")

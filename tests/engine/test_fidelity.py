@@ -16,7 +16,6 @@ import torch
 from ltxserve.config import Settings
 from ltxserve.engine import Engine, GenerationJob, decode
 from ltxserve.engine.presets import DISTILLED_SIGMAS, PRESETS, STAGE_2_SIGMAS, detect_preset_name
-from ltxserve.engine.tiny import save_tiny_model
 from ltxserve.protocol import ValidationContext, parse_task
 
 # The RSS sampler of bench/memory.py, so the test and the benchmark measure the same way.
@@ -40,11 +39,6 @@ JOB = GenerationJob(
     guidance=4.0,
     seeds=(3,),
 )
-
-
-@pytest.fixture(scope="module")
-def upsampler_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-ltx2-up", upsampler=True)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +88,9 @@ def test_distilled_preset_maps_steps_and_guidance() -> None:
     dev = PRESETS["dev"].sampling(steps=40, guidance=4.0)
     assert (dev.steps, dev.sigmas, dev.guidance) == (40, None, 4.0)
     assert PRESETS["dev"].mapping_note(40, 4.0) is None
-    assert PRESETS["distilled"].two_stage
-    assert not PRESETS["dev"].two_stage
+    assert PRESETS["distilled"].can_refine(distilled_lora=False)
+    assert not PRESETS["dev"].can_refine(distilled_lora=False)  # needs the distilled LoRA
+    assert PRESETS["dev"].can_refine(distilled_lora=True)
 
 
 @pytest.mark.parametrize(
@@ -185,8 +180,10 @@ def test_two_stage_image_to_video_and_threshold(distilled: Engine) -> None:
 
 
 def test_two_stage_needs_a_preset_that_can_refine(engine: Engine) -> None:
-    """The dev preset has no distilled refine weights: one stage at any size."""
-    assert engine.upsampler is None or not engine.preset.two_stage
+    """The dev preset without the distilled LoRA has no refine weights: one stage at any size
+    (with an upsampler too: tests/engine/test_refine_lora.py)."""
+    assert not engine.distilled_lora
+    assert not engine.preset.can_refine(engine.distilled_lora)
     assert not engine.plan(replace(JOB, width=1024, height=512)).two_stage
 
 

@@ -7,7 +7,8 @@ The estimate is deliberately simple and conservative, built from the model confi
 * **denoise peak**: ``rows x tokens x width x bytes x TRANSFORMER_FACTOR`` where ``rows`` is the
   batch (results, doubled under classifier-free guidance) and ``width`` the transformer's inner
   dimension; attention itself is memory-efficient (SDPA) and not quadratic here. Two-stage jobs
-  peak in their full-size refine stage, which is what this counts.
+  count the larger of stage 1 (a quarter of the tokens, with the preset's guidance) and the
+  full-size refine stage (no guidance).
 * **upsample peak** (two-stage): the latent upsampler's residual blocks after the x2 upsampling,
   ``UPSAMPLE_FACTOR`` tensors of ``latent frames x (H/32) x (W/32) x mid_channels``.
 * **whole decode**: the video VAE's last stage runs at ``(H/p) x (W/p)`` with ``c`` channels for
@@ -96,14 +97,16 @@ def estimate(
     video_tokens = plan.latent_frames * lat_h * lat_w
     audio_tokens = round(plan.generated_frames / plan.fps * AUDIO_TOKENS_PER_SECOND) + 1
     rows = batch * (2 if cfg else 1)
-    denoise = (
-        rows
-        * (video_tokens * shape.inner_dim + audio_tokens * shape.audio_inner_dim)
-        * shape.act_bytes
-        * TRANSFORMER_FACTOR
-    )
+
+    def denoise_pass(rows: int, video_tokens: int) -> int:
+        tokens = video_tokens * shape.inner_dim + audio_tokens * shape.audio_inner_dim
+        return rows * tokens * shape.act_bytes * TRANSFORMER_FACTOR
+
+    denoise = denoise_pass(rows, video_tokens)
     upsample = 0
     if two_stage:
+        stage_one = denoise_pass(rows, plan.latent_frames * (lat_h // 2) * (lat_w // 2))
+        denoise = max(stage_one, denoise_pass(batch, video_tokens))
         upsample = batch * video_tokens * shape.upsampler_channels * shape.act_bytes * UPSAMPLE_FACTOR
     result = batch * plan.requested_frames * height * width * 3  # the uint8 frames handed back
 

@@ -93,6 +93,8 @@ class Engine:
         self.device, self.dtype = select_device(settings)
         self.preset = resolve_preset(settings)
         self.upsampler = upsampler  # LTX2LatentUpsamplePipeline, or None: no two-stage
+        # dev preset: Lightricks' distilled LoRA, loaded switched off, on for the refine stage only
+        self.distilled_lora = two_stage.has_refine_lora(t2v.transformer)
         self._lock = threading.Lock()
         self._torch = torch
         tcfg = t2v.transformer.config
@@ -121,6 +123,8 @@ class Engine:
         t0 = time.perf_counter()
         t2v, i2v = load_pipelines(settings, source)
         upsampler = two_stage.load_upsampler(settings, source, t2v.vae, *select_device(settings))
+        if upsampler is None and two_stage.has_refine_lora(t2v.transformer):
+            two_stage.drop_refine_lora(t2v.transformer)
         engine = cls(settings, t2v, i2v, source, upsampler)
         if settings.compile_transformer:
             # Compile now, not on the first client's job: one denoising step at a common size.
@@ -132,7 +136,8 @@ class Engine:
             location=source.location,
             tiny=source.is_tiny,
             preset=engine.preset.name,
-            two_stage=upsampler is not None and engine.preset.two_stage,
+            two_stage=upsampler is not None and engine.preset.can_refine(engine.distilled_lora),
+            distilled_lora=engine.distilled_lora,
             device=str(engine.device),
             dtype=str(engine.dtype),
             seconds=round(time.perf_counter() - t0, 2),
@@ -158,7 +163,7 @@ class Engine:
         frames = plan_frames(job.duration, job.fps, self.temporal_ratio)
         first = self.preset.sampling(job.steps, job.guidance)
         staged = two_stage.applies(
-            self.preset, self.settings, self.upsampler is not None, job.width, job.height
+            self.preset, self.settings, self.upsampler is not None, job.width, job.height, self.distilled_lora
         )
         steps = first.steps + (self.preset.refine_sampling().steps if staged else 0)
         cfg = first.cfg
@@ -370,24 +375,27 @@ class Engine:
         t0 = time.perf_counter()
         video, audio = self._denoise(pipe, job, run, first, size, generators, embeds, on_step, cancel)
         # b. two-stage: x2 latent upsampling, re-noise to the first refine sigma, refine at full size
+        #    (dev: with the distilled LoRA on for this stage only)
         if run.two_stage:
             refine = self.preset.refine_sampling()
             assert refine.sigmas is not None
-            video, audio = self._denoise(
-                pipe,
-                job,
-                run,
-                refine,
-                (job.width, job.height),
-                generators,
-                embeds,
-                on_step,
-                cancel,
-                step_offset=first.steps,
-                latents=two_stage.upsample(self.upsampler, video),
-                audio_latents=audio,
-                noise_scale=refine.sigmas[0],
-            )
+            upsampled = two_stage.upsample(self.upsampler, video)
+            with two_stage.refine_weights(pipe.transformer, self.distilled_lora):
+                video, audio = self._denoise(
+                    pipe,
+                    job,
+                    run,
+                    refine,
+                    (job.width, job.height),
+                    generators,
+                    embeds,
+                    on_step,
+                    cancel,
+                    step_offset=first.steps,
+                    latents=upsampled,
+                    audio_latents=audio,
+                    noise_scale=refine.sigmas[0],
+                )
         stage.denoise = time.perf_counter() - t0
 
         # c. decode: the whole clip at once, or time chunks streamed into the uint8 frames

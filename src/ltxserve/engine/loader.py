@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltxserve.config import Settings
-from ltxserve.engine import accel, checkpoints
+from ltxserve.engine import accel, checkpoints, two_stage
+from ltxserve.engine.presets import resolve_preset
 from ltxserve.engine.tiny import is_tiny_model, save_tiny_model
 from ltxserve.logs import get_logger
 
@@ -68,7 +69,8 @@ def select_device(settings: Settings) -> tuple[torch.device, torch.dtype]:
 
 
 def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
-    """Load ``LTX2Pipeline`` once and build ``LTX2ImageToVideoPipeline`` over the same modules."""
+    """Load ``LTX2Pipeline`` once and build ``LTX2ImageToVideoPipeline`` over the same modules
+    (with the dev preset's distilled LoRA, when configured, loaded and switched off)."""
     from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
 
     device, dtype = select_device(settings)
@@ -80,6 +82,8 @@ def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
     text = checkpoints.load_text_components(source.text_encoder, dtype) if source.text_encoder else {}
     t2v = LTX2Pipeline.from_pretrained(source.location, dtype=dtype, **text)
     t2v.set_progress_bar_config(disable=True)
+    # The dev refine stage's distilled LoRA: injected before fp8 casting, offload and compile.
+    two_stage.load_refine_lora(settings, source, resolve_preset(settings), t2v)
     if source.fp8 and not settings.fp8_weights:
         checkpoints.keep_fp8(t2v.transformer, dtype)  # back to float8 before it reaches the GPU
     # Same module objects, no second copy of the weights.

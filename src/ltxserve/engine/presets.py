@@ -24,10 +24,11 @@ README:
   upcast per layer (diffusers layerwise casting), which needs a CUDA GPU.
 
 Two-stage generation (half resolution, x2 latent upsampling, a 3-step refine on
-``STAGE_2_DISTILLED_SIGMA_VALUES``) is Lightricks' recommended path for large frames. Its refine
-stage runs distilled weights: the distilled preset refines with itself (``DistilledPipeline``);
-the dev preset would need the distilled LoRA (``ti2vid_two_stages.py``), which ltxserve does not
-load, so dev generates in one stage at any size.
+``STAGE_2_DISTILLED_SIGMA_VALUES`` without guidance) is Lightricks' recommended path for large
+frames. Its refine stage runs distilled weights: the distilled preset refines with itself
+(``DistilledPipeline``); the dev preset refines with Lightricks' distilled LoRA on the dev
+transformer, for stage 2 only (``TI2VidTwoStagesPipeline``, ``ti2vid_two_stages.py``), so it runs
+two-stage only when ``distilled_lora_path`` is set (``two_stage``).
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ class ModelPreset:
     default_steps: int
     default_guidance: float
 
-    @property
-    def two_stage(self) -> bool:
-        """Whether this variant can refine its own upsampled latents (see module docstring)."""
-        return self.distilled
+    def can_refine(self, distilled_lora: bool) -> bool:
+        """Whether two-stage has refine weights: the distilled model's own, or (dev) the distilled
+        LoRA, without which the dev weights are off-distribution on the 3-step refine schedule."""
+        return self.distilled or distilled_lora
 
     def sampling(self, steps: int, guidance: float) -> Sampling:
         """The first (or only) stage for a request's ``steps`` and ``CFGScale``."""
@@ -111,7 +112,8 @@ class ModelPreset:
         return Sampling(steps, None, guidance, ltx20_guidance_kwargs(guidance))
 
     def refine_sampling(self) -> Sampling:
-        """The second stage of two-stage generation: 3 distilled steps, no guidance."""
+        """The second stage of two-stage generation, the same for every preset in Lightricks'
+        pipelines (``simple_denoising_func``): 3 distilled steps, no guidance."""
         return Sampling(len(STAGE_2_SIGMAS), STAGE_2_SIGMAS, 1.0, ltx20_guidance_kwargs(1.0))
 
     def mapping_note(self, steps: int, guidance: float) -> str | None:

@@ -1,17 +1,22 @@
 """Two-stage high resolution, as Lightricks' ``DistilledPipeline`` (ltx-pipelines ``distilled.py``)
-and diffusers' LTX-2 docs run it:
+and ``TI2VidTwoStagesPipeline`` (``ti2vid_two_stages.py``) and diffusers' LTX-2 docs run it:
 
-1. denoise at half the width and height (a quarter of the tokens) with the preset's own sampling;
+1. denoise at half the width and height (a quarter of the tokens) with the preset's own sampling
+   (dev: its steps and CFG; distilled: its 8 sigmas);
 2. upsample the video latents x2 with the LTX-2 spatial upsampler (``LTX2LatentUpsamplePipeline``
    over ``LTX2LatentUpsamplerModel``; it works on un-normalized latents, which is what the pipeline
    returns with ``output_type="latent"``);
 3. re-noise the upsampled latents (and the stage-1 audio latents) to the first refine sigma and
-   denoise 3 steps at full size on ``STAGE_2_DISTILLED_SIGMA_VALUES`` without guidance.
+   denoise 3 steps at full size on ``STAGE_2_DISTILLED_SIGMA_VALUES`` without guidance. The
+   distilled model refines with its own weights; the dev model with Lightricks' distilled LoRA
+   (``ltx-2-19b-distilled-lora-384.safetensors``, ``distilled_lora_path``) switched on for this
+   stage only: it is loaded once at start (diffusers' ``LTX2LoraLoaderMixin``, which converts
+   Lightricks' key layout) and left off, so stage 1 and single-stage jobs run the plain dev weights.
 
-It applies automatically to frames above ``two_stage_above_pixels`` when the preset's weights can
-refine (distilled; see ``presets``) and an upsampler is available (``latent_upsampler_path`` or the
-model's ``latent_upsampler/`` subfolder). Half sizes stay on the 32-pixel latent grid because the
-API only accepts multiples of 64.
+It applies automatically to frames above ``two_stage_above_pixels`` when the preset can refine
+(see ``presets``) and an upsampler is available (``latent_upsampler_path`` or the model's
+``latent_upsampler/`` subfolder). Half sizes stay on the 32-pixel latent grid because the API only
+accepts multiples of 64.
 
 Temporal upsampling (LTX-2's x2 temporal upscaler) for high ``fps`` is not done: Lightricks'
 LTX-2 text/image-to-video pipelines use only the spatial upscaler, and the only diffusers pipeline
@@ -21,6 +26,8 @@ handling are specific to that model. The engine generates high-fps clips directl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +43,29 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 UPSAMPLER_SUBFOLDER = "latent_upsampler"
+#: Adapter name of Lightricks' distilled LoRA on the dev transformer.
+REFINE_ADAPTER = "distilled"
+#: LoRA modules of the text connectors. Lightricks' two-stage pipeline encodes the prompt once,
+#: without the LoRA, and stage 2 reuses that context, so they are not loaded.
+_CONNECTOR_MODULES = (
+    "connectors.",
+    "transformer.video_embeddings_connector.",
+    "transformer.audio_embeddings_connector.",
+)
 
 
-def applies(preset: ModelPreset, settings: Settings, has_upsampler: bool, width: int, height: int) -> bool:
+def applies(
+    preset: ModelPreset,
+    settings: Settings,
+    has_upsampler: bool,
+    width: int,
+    height: int,
+    distilled_lora: bool = False,
+) -> bool:
     """Whether a job of this size runs two-stage on this deployment."""
     return (
         settings.two_stage == "auto"
-        and preset.two_stage
+        and preset.can_refine(distilled_lora)
         and has_upsampler
         and width * height > settings.two_stage_above_pixels
         and width % 64 == 0
@@ -127,3 +150,100 @@ def _load_single_file(path: Path, config_source: str | None, dtype: torch.dtype)
 def upsample(upsample_pipe: Any, latents: Any) -> Any:
     """x2 spatial upsampling of un-normalized video latents (B, C, F, h, w) -> (B, C, F, 2h, 2w)."""
     return upsample_pipe(latents=latents, output_type="latent", return_dict=False)[0]
+
+
+# --------------------------------------------------------------------------- distilled LoRA (dev)
+
+
+def load_refine_lora(settings: Settings, source: ModelSource, preset: ModelPreset, pipe: Any) -> bool:
+    """Load Lightricks' distilled LoRA into the dev transformer, switched off, when two-stage can
+    use it; True when loaded. Called before offload, fp8 casting and ``torch.compile`` so those see
+    the adapter layers (diffusers' layerwise casting keeps PEFT layers in the compute dtype)."""
+    if preset.distilled:
+        if settings.distilled_lora_path:
+            log.info("distilled_lora_path ignored: the distilled model already refines with its own weights")
+        return False
+    if not settings.distilled_lora_path:
+        log.info("no distilled LoRA (distilled_lora_path): the dev preset generates in one stage")
+        return False
+    if settings.two_stage == "off":
+        log.info("two_stage=off: distilled LoRA not loaded, the dev preset generates in one stage")
+        return False
+    if _upsampler_source(settings, source) is None:
+        log.warning("distilled LoRA not loaded: no latent upsampler, the dev preset generates in one stage")
+        return False
+    from ltxserve.engine.checkpoints import CheckpointError
+
+    path = Path(settings.distilled_lora_path)
+    if not path.is_file():
+        raise CheckpointError(f"distilled_lora_path {path} is not a file (expected a .safetensors LoRA)")
+    transformer = pipe.transformer
+    dtype = transformer.dtype
+    # diffusers converts Lightricks' layout (diffusion_model.*) to its own (transformer.*, connectors.*).
+    # Lightricks' file has no alphas (ltx_core fuses W + strength * B @ A): PEFT then uses alpha = rank.
+    state, metadata = pipe.lora_state_dict(str(path), return_lora_metadata=True)
+    kept = {k: v.to(dtype) for k, v in state.items() if not k.startswith(_CONNECTOR_MODULES)}
+    _check_lora_modules(kept, transformer, path.name)
+    dropped = len(state) - len(kept)
+    del state
+    pipe.load_lora_into_transformer(
+        kept,
+        transformer=transformer,
+        adapter_name=REFINE_ADAPTER,
+        metadata=metadata,
+        _pipeline=pipe,
+        low_cpu_mem_usage=True,  # inject on the meta device, then take these tensors as they are
+    )
+    transformer.set_adapters(REFINE_ADAPTER, weights=settings.distilled_lora_scale)
+    transformer.disable_adapters()  # on only around the refine stage (refine_weights)
+    log.info(
+        "distilled LoRA loaded for the dev refine stage",
+        path=str(path),
+        scale=settings.distilled_lora_scale,
+        tensors=len(kept),
+        connector_tensors_skipped=dropped,
+    )
+    return True
+
+
+def _check_lora_modules(state: dict[str, Any], transformer: Any, what: str) -> None:
+    """Every LoRA tensor must name a transformer module: PEFT would only warn about the rest,
+    and a half-applied LoRA refines wrongly without a visible error."""
+    from ltxserve.engine.checkpoints import CheckpointError
+
+    names = {name for name, _ in transformer.named_modules()}
+    wanted = {k.removeprefix("transformer.").split(".lora_")[0] for k in state}
+    unknown = sorted(m for m in wanted if m not in names)
+    foreign = sorted(k for k in state if not k.startswith("transformer."))
+    if not state or unknown or foreign:
+        raise CheckpointError(
+            f"{what} is not an LTX-2 LoRA for this transformer (no tensors, or modules it lacks: "
+            f"{(unknown + foreign)[:5]}); expected Lightricks' distilled LoRA for this model release."
+        )
+
+
+def has_refine_lora(transformer: Any) -> bool:
+    """Whether the distilled LoRA is loaded into ``transformer`` (compiled or not)."""
+    model = getattr(transformer, "_orig_mod", transformer)
+    return REFINE_ADAPTER in (getattr(model, "peft_config", None) or {})
+
+
+def drop_refine_lora(transformer: Any) -> None:
+    """Remove the LoRA again (no upsampler after all: the adapter would only hold memory)."""
+    getattr(transformer, "_orig_mod", transformer).delete_adapters(REFINE_ADAPTER)
+    log.warning("distilled LoRA unloaded: no latent upsampler, the dev preset generates in one stage")
+
+
+@contextmanager
+def refine_weights(transformer: Any, distilled_lora: bool) -> Iterator[None]:
+    """The distilled LoRA switched on for the refine stage only (a no-op without it). PEFT's
+    disabled layers call the base layer alone, so everything else runs the plain dev weights."""
+    if not distilled_lora:
+        yield
+        return
+    model = getattr(transformer, "_orig_mod", transformer)
+    model.enable_adapters()
+    try:
+        yield
+    finally:
+        model.disable_adapters()
