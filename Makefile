@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# CPU torch by default (a local wheel on these machines). GPU boxes: see README ("Installing on a GPU").
+# CPU torch by default (a local wheel on these machines). GPU boxes: see docs/engine.md ("Installing on a GPU").
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.ltxserve-setup
 
@@ -41,7 +41,8 @@ lint: setup
 	$(BIN)/mypy
 
 docs: setup
-	$(BIN)/python -m ltxserve.config README.md
+	$(BIN)/python -m ltxserve.config docs/settings.md
+	$(BIN)/mkdocs build --strict
 
 format: setup
 	$(BIN)/ruff check --fix .
@@ -51,7 +52,7 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .cache data out test-artifacts
+	rm -rf $(VENV) .cache data out test-artifacts site
 
 # Scale-out on this machine, no Docker: local PostgreSQL (own database), SeaweedFS S3, 2 API nodes,
 # 2 workers on the tiny model (scripts/cluster.sh; stops what it started, by PID).

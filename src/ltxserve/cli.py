@@ -46,7 +46,7 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="MP4, WEBM or MOV.")] = "MP4",
     quality: Annotated[int | None, typer.Option(help="outputQuality (20-99).")] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model id; default: the served preset's first (README, Model presets).")
+        str | None, typer.Option(help="Model id; default: the served preset's first (docs/engine.md, Model presets).")
     ] = None,
     enhance: Annotated[bool, typer.Option(help="settings.enhancePrompt")] = True,
     audio: Annotated[bool, typer.Option(help="Generate the audio track.")] = True,

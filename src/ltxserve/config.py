@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """ltxserve settings; the README's settings table is generated from these descriptions."""
+    """ltxserve settings; the docs' settings table (docs/settings.md) is generated from these descriptions."""
 
     model_config = SettingsConfigDict(env_prefix="LTXSERVE_", env_file=".env", extra="ignore")
 
@@ -289,7 +289,7 @@ def get_settings() -> Settings:
 
 
 def settings_table() -> str:
-    """The README's settings table, generated from the field descriptions (one place per fact)."""
+    """The settings table of docs/settings.md, generated from the field descriptions (one place per fact)."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
@@ -298,8 +298,8 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-def update_readme(path: Path) -> bool:
-    """Rewrite the table between the README's settings markers; True when it changed."""
+def update_settings_page(path: Path) -> bool:
+    """Rewrite the table between the page's settings markers; True when it changed."""
     start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
     text = path.read_text()
     head, _, rest = text.partition(start)
@@ -310,7 +310,7 @@ def update_readme(path: Path) -> bool:
     return new != text
 
 
-if __name__ == "__main__":  # python -m ltxserve.config README.md
+if __name__ == "__main__":  # python -m ltxserve.config [docs/settings.md]
     import sys
 
-    update_readme(Path(sys.argv[1]))
+    update_settings_page(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/settings.md"))

@@ -199,7 +199,7 @@ def test_quality_must_be_int() -> None:
 
 
 def test_docstring_table_is_what_the_code_does() -> None:
-    """The README copies this table; it must not drift from quality_settings."""
+    """docs/engine.md copies this table; it must not drift from quality_settings."""
     doc = encode_module.__doc__ or ""
     rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", doc, flags=re.MULTILINE)
     assert len(rows) >= 8

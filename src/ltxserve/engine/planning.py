@@ -1,6 +1,6 @@
 """Frame and audio planning: how many frames to generate so the delivered clip is exact.
 
-The rule (also in the README): a client asks for ``duration x fps`` frames. LTX-2's video VAE
+The rule (also in docs/engine.md): a client asks for ``duration x fps`` frames. LTX-2's video VAE
 compresses time 8x causally, so the pipeline only produces ``8k + 1`` frames. We generate the
 smallest ``8k + 1 >= duration x fps`` and drop the surplus frames (at most 7) from the end.
 ``fps`` is passed to the pipeline as its frame rate, so motion and audio are timed for the

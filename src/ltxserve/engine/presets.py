@@ -6,7 +6,7 @@ name: Lightricks ships ``ltx-2-19b-dev*.safetensors`` and ``ltx-2-19b-distilled*
 ``-fp8`` variants) and names the model ids clients may send for it. The engine applies it to every
 job; the API's validation stays the contract's (``steps`` 1-100, ``CFGScale`` 1-20 are accepted for
 every preset), and what a preset does with values its model cannot use is written here and in the
-README:
+docs/engine.md:
 
 * **dev** (``lightricks:ltx@2``): ``steps`` is the number of Euler steps on the scheduler's
   shifted schedule, ``CFGScale`` the classifier-free guidance scale (``<= 1``: off). LTX-2.0
@@ -96,7 +96,7 @@ class ModelPreset:
     description: str
     distilled: bool
     fp8: bool
-    #: Recommended defaults, shown in the README (a request's own values win where allowed).
+    #: Recommended defaults, shown in docs/engine.md (a request's own values win where allowed).
     default_steps: int
     default_guidance: float
 

@@ -17,7 +17,7 @@ hand a TLS connection verified for one name to a request for another name on the
 a pool keyed by name would reuse a connection to an address checked for an earlier request.
 Outbound requests here are rare (an input image, a webhook), so pooling buys nothing.
 
-Policy choices (also in the README's security section):
+Policy choices (also in docs/security.md):
 * redirects: only for :meth:`SafeHttpClient.fetch` (GET), at most ``max_redirects`` hops, each
   hop re-parsed, re-resolved and re-checked; relative ``Location`` resolved against the current
   URL; https -> http downgrades refused unless ``allow_https_downgrade``. POST/PUT never follow

@@ -1,6 +1,6 @@
 """The scale-out queue: procrastinate on PostgreSQL delivers task ids to ``ltxserve worker``.
 
-Why procrastinate (over pgqueuer, see the README): a job can be deferred on our own psycopg
+Why procrastinate (over pgqueuer, see docs/scale-out.md): a job can be deferred on our own psycopg
 connection inside the transaction that inserts the task row (pgqueuer's psycopg driver needs
 an autocommit connection, so its enqueue cannot join that transaction), and it is the more
 widely used and documented of the two. What it does here:
