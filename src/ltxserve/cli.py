@@ -156,8 +156,8 @@ def _output_paths(out: Path, ext: str, seeds: list[int]) -> list[Path]:
 
 async def _open_store(settings: Settings) -> Any:
     """The store alone (keys commands), migrated like a starting server would."""
+    from ltxserve.db.repository import Store
     from ltxserve.runtime import database_url
-    from ltxserve.store.repository import Store
 
     store = Store(database_url(settings))
     try:
@@ -268,8 +268,8 @@ def db_upgrade(
     """Migrate the database (LTXSERVE_DATABASE_URL, or the embedded SQLite file) to a revision."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    from ltxserve.db import migrate
     from ltxserve.runtime import database_url
-    from ltxserve.store import migrate
 
     settings = _settings()
 
@@ -289,8 +289,8 @@ def db_current() -> None:
     """Print the database's revision and the code's head revision."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    from ltxserve.db import migrate
     from ltxserve.runtime import database_url
-    from ltxserve.store import migrate
 
     settings = _settings()
 

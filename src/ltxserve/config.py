@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ltxserve.presets import ModelPreset, resolve_preset, served_model_ids
+
 
 class Settings(BaseSettings):
     """ltxserve settings; the docs' settings table (docs/settings.md) is generated from these descriptions."""
@@ -275,11 +277,13 @@ class Settings(BaseSettings):
         default="flag", description="flag: report NSFWContent; fail: end the result with nsfwContentDetected."
     )
 
+    def preset(self) -> ModelPreset:
+        """``model_preset``, or (``auto``) the preset the checkpoint's name implies."""
+        return resolve_preset(self.model_preset, self.model_path)
+
     def served_model_ids(self) -> tuple[str, ...]:
         """Model ids clients may send: the model preset's aliases, then ``model_ids``."""
-        from ltxserve.engine.presets import served_model_ids  # a plain table: no torch import
-
-        return served_model_ids(self)
+        return served_model_ids(self.preset(), self.distilled_model_ids, self.model_ids)
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ltxserve import metrics, net
+from ltxserve.blobs import BlobStore, build_blob_store
 from ltxserve.config import Settings
+from ltxserve.db.repository import Store
 from ltxserve.delivery import Deliverer
 from ltxserve.engine import Engine
 from ltxserve.logs import get_logger
@@ -23,8 +25,6 @@ from ltxserve.queue.base import libpq_url
 from ltxserve.service.core import Service
 from ltxserve.service.events import EventBus, LocalEventBus, PostgresEventBus
 from ltxserve.service.maintenance import Sweeper
-from ltxserve.storage import BlobStore, build_blob_store
-from ltxserve.store.repository import Store
 from ltxserve.worker.runner import Worker
 
 log = get_logger(__name__)

@@ -9,8 +9,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from ltxserve.db.models import utcnow
 from ltxserve.engine import Engine
-from ltxserve.store.models import utcnow
 from tests.api.conftest import LiveServer, server_settings, start_server, video_task
 
 
@@ -63,7 +63,7 @@ def test_explicit_ttl_is_honoured(short_ttl: LiveServer) -> None:
 async def _expire_now(live: LiveServer, video_uuid: str) -> None:
     from sqlalchemy import update
 
-    from ltxserve.store.models import Result
+    from ltxserve.db.models import Result
 
     async with live.runtime.store.session() as s:
         await s.execute(

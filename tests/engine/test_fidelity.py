@@ -15,7 +15,7 @@ import torch
 
 from ltxserve.config import Settings
 from ltxserve.engine import Engine, GenerationJob, decode
-from ltxserve.engine.presets import DISTILLED_SIGMAS, PRESETS, STAGE_2_SIGMAS, detect_preset_name
+from ltxserve.presets import DISTILLED_SIGMAS, PRESETS, STAGE_2_SIGMAS, detect_preset_name
 from ltxserve.protocol import ValidationContext, parse_task
 
 # The RSS sampler of bench/memory.py, so the test and the benchmark measure the same way.

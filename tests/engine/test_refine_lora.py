@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from ltxserve.config import Settings
 from ltxserve.engine import Engine, GenerationJob, two_stage
 from ltxserve.engine.checkpoints import CheckpointError
-from ltxserve.engine.loader import ModelSource
-from ltxserve.engine.presets import PRESETS, STAGE_2_SIGMAS
+from ltxserve.engine.types import ModelSource
+from ltxserve.presets import PRESETS, STAGE_2_SIGMAS
 
 SCALE = 0.75  # not 1.0, so the strength is seen to reach the weights
 RANK = 4

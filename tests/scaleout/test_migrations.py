@@ -15,9 +15,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ltxserve.store import migrate
-from ltxserve.store.models import Base
-from ltxserve.store.repository import Store
+from ltxserve.db import migrate
+from ltxserve.db.models import Base
+from ltxserve.db.repository import Store
 from tests.scaleout.conftest import sqlalchemy_url
 
 OURS = {"api_keys", "tasks", "results", "uploads", "deliveries"}

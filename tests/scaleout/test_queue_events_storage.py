@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from ltxserve.blobs import BlobNotFound, RangeNotSatisfiable, StorageUnavailable
+from ltxserve.blobs.s3 import S3BlobStore
 from ltxserve.config import Settings
+from ltxserve.db.repository import NewResult, Store, TaskConflict
 from ltxserve.queue.postgres import ProcrastinateQueue
 from ltxserve.service.events import PostgresEventBus, TaskEvent
-from ltxserve.storage import BlobNotFound, RangeNotSatisfiable, StorageUnavailable
-from ltxserve.storage.s3 import S3BlobStore
-from ltxserve.store.repository import NewResult, Store, TaskConflict
 from tests.scaleout.cluster import BUCKET, S3_KEY, S3_SECRET, Weed, sql, terminate_backends
 from tests.scaleout.conftest import sqlalchemy_url
 

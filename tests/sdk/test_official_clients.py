@@ -19,8 +19,8 @@ import httpx
 import pytest
 from PIL import Image, ImageChops
 
+from ltxserve.db.models import Task, TaskStatus
 from ltxserve.media.probe import probe
-from ltxserve.store.models import Task, TaskStatus
 from tests.api.conftest import LiveServer
 from tests.sdk.conftest import (
     BASE_REQUEST,

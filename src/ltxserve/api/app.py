@@ -21,6 +21,7 @@ from ltxserve import __version__, metrics
 from ltxserve.api.dispatch import Dispatcher, auth_error
 from ltxserve.api.files import blob_response
 from ltxserve.api.playground import mount_playground
+from ltxserve.blobs.base import BlobNotFound
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
     ErrorCode,
@@ -36,7 +37,6 @@ from ltxserve.protocol import (
 )
 from ltxserve.runtime import Runtime
 from ltxserve.service.events import TaskEvent
-from ltxserve.storage.base import BlobNotFound
 
 log = get_logger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltxserve.db.models import ApiKey
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
     AuthenticationTask,
@@ -26,7 +27,6 @@ from ltxserve.protocol import (
 )
 from ltxserve.protocol.models import TaskCancelTask
 from ltxserve.service.core import Service
-from ltxserve.store.models import ApiKey
 
 log = get_logger(__name__)
 

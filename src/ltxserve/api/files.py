@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from ltxserve.storage import BlobNotFound, BlobStore, RangeNotSatisfiable, StorageUnavailable
+from ltxserve.blobs import BlobNotFound, BlobStore, RangeNotSatisfiable, StorageUnavailable
 
 CACHE_CONTROL = "private, max-age=3600"
 

@@ -20,12 +20,12 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
+from ltxserve.db.models import Delivery, utcnow
+from ltxserve.db.repository import Store
 from ltxserve.logs import get_logger
 from ltxserve.net import BadStatus, FetchError, SafeHttpClient
-from ltxserve.storage.base import BlobNotFound, BlobStore
-from ltxserve.store.models import Delivery, utcnow
-from ltxserve.store.repository import Store
 
 log = get_logger(__name__)
 

@@ -240,7 +240,7 @@ def header_dtypes(path: str | Path) -> set[str]:
 
 def is_fp8_checkpoint(path: str | Path) -> bool:
     """Float8 weights inside, or an ``fp8`` name (Lightricks' naming) on a file we cannot read."""
-    from ltxserve.engine.presets import detect_preset_name
+    from ltxserve.presets import detect_preset_name
 
     try:
         return any(d.startswith("F8") for d in header_dtypes(path))

@@ -32,11 +32,17 @@ from ltxserve.engine.capacity import (
     estimate,
     limiting_parameter,
 )
-from ltxserve.engine.loader import ModelSource, load_pipelines, resolve_model, select_device
+from ltxserve.engine.loader import load_pipelines, resolve_model, select_device
 from ltxserve.engine.planning import FramePlan, fit_audio, plan_frames
-from ltxserve.engine.presets import Sampling, ltx20_guidance_kwargs, resolve_preset
-from ltxserve.engine.types import GenerationJob, GenerationResult, ProgressCallback, StageTimings
+from ltxserve.engine.types import (
+    GenerationJob,
+    GenerationResult,
+    ModelSource,
+    ProgressCallback,
+    StageTimings,
+)
 from ltxserve.logs import get_logger
+from ltxserve.presets import Sampling, ltx20_guidance_kwargs
 
 log = get_logger(__name__)
 
@@ -74,7 +80,7 @@ class RunPlan:
 
 
 def sampler_kwargs(guidance: float) -> dict[str, Any]:
-    """LTX-2.0's guidance kwargs for a ``CFGScale`` (the dev preset's; see ``engine.presets``)."""
+    """LTX-2.0's guidance kwargs for a ``CFGScale`` (the dev preset's; see ``ltxserve.presets``)."""
     return ltx20_guidance_kwargs(guidance)
 
 
@@ -91,7 +97,7 @@ class Engine:
         self.t2v = t2v
         self.i2v = i2v
         self.device, self.dtype = select_device(settings)
-        self.preset = resolve_preset(settings)
+        self.preset = settings.preset()
         self.upsampler = upsampler  # LTX2LatentUpsamplePipeline, or None: no two-stage
         # dev preset: Lightricks' distilled LoRA, loaded switched off, on for the refine stage only
         self.distilled_lora = two_stage.has_refine_lora(t2v.transformer)

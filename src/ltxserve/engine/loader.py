@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltxserve.config import Settings
 from ltxserve.engine import accel, checkpoints, two_stage
-from ltxserve.engine.presets import resolve_preset
 from ltxserve.engine.tiny import is_tiny_model, save_tiny_model
+from ltxserve.engine.types import ModelSource
 from ltxserve.logs import get_logger
 
 if TYPE_CHECKING:
@@ -19,15 +18,6 @@ log = get_logger(__name__)
 
 TINY_DIRNAME = "tiny-ltx2"
 NOISE_WARNING = "tiny random-weight LTX-2: it outputs noise, not video"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    location: str  # a local directory or a hub id
-    is_tiny: bool
-    checkpoint: str | None = None  # the single file ``location`` was converted from
-    text_encoder: str | None = None  # loaded separately (single-file checkpoints have none)
-    fp8: bool = False  # float8 transformer weights (kept in float8 on CUDA)
 
 
 def resolve_model(settings: Settings) -> ModelSource:
@@ -83,7 +73,7 @@ def load_pipelines(settings: Settings, source: ModelSource) -> tuple[Any, Any]:
     t2v = LTX2Pipeline.from_pretrained(source.location, dtype=dtype, **text)
     t2v.set_progress_bar_config(disable=True)
     # The dev refine stage's distilled LoRA: injected before fp8 casting, offload and compile.
-    two_stage.load_refine_lora(settings, source, resolve_preset(settings), t2v)
+    two_stage.load_refine_lora(settings, source, settings.preset(), t2v)
     if source.fp8 and not settings.fp8_weights:
         checkpoints.keep_fp8(t2v.transformer, dtype)  # back to float8 before it reaches the GPU
     # Same module objects, no second copy of the weights.

@@ -31,14 +31,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ltxserve.engine.presets import ModelPreset
 from ltxserve.logs import get_logger
+from ltxserve.presets import ModelPreset
 
 if TYPE_CHECKING:
     import torch
 
     from ltxserve.config import Settings
-    from ltxserve.engine.loader import ModelSource
+    from ltxserve.engine.types import ModelSource
 
 log = get_logger(__name__)
 

@@ -12,6 +12,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ModelSource:
+    """Where the loaded LTX-2 weights came from (shared by the loader, two-stage and tiny models)."""
+
+    location: str  # a local directory or a hub id
+    is_tiny: bool
+    checkpoint: str | None = None  # the single file ``location`` was converted from
+    text_encoder: str | None = None  # loaded separately (single-file checkpoints have none)
+    fp8: bool = False  # float8 transformer weights (kept in float8 on CUDA)
+
+
+@dataclass(frozen=True)
 class GenerationJob:
     """One generation request, already validated (see ``ltxserve.protocol``).
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ltxserve.config import Settings
+from ltxserve.db.repository import Store
 from ltxserve.queue.base import Handler, TaskQueue
 from ltxserve.queue.table import TableQueue
-from ltxserve.store.repository import Store
 
 __all__ = ["Handler", "TableQueue", "TaskQueue", "build_queue"]
 

@@ -7,9 +7,9 @@ import contextlib
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ltxserve.db.repository import Store
 from ltxserve.logs import get_logger
 from ltxserve.queue.base import Handler
-from ltxserve.store.repository import Store
 
 log = get_logger(__name__)
 

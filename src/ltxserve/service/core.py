@@ -11,7 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ltxserve.blobs.base import BlobStore
 from ltxserve.config import Settings
+from ltxserve.db.models import ApiKey, Result, Task, TaskStatus
+from ltxserve.db.repository import NewResult, Store, TaskConflict
 from ltxserve.delivery import Deliverer, webhook_body
 from ltxserve.engine.capacity import CapacityError
 from ltxserve.engine.types import GenerationJob
@@ -37,9 +40,6 @@ from ltxserve.protocol import (
 from ltxserve.protocol.errors import invalid, unsupported
 from ltxserve.service.events import EventBus, TaskEvent
 from ltxserve.service.images import ImageResolver, frame_image_parameter, upload_key
-from ltxserve.storage.base import BlobStore
-from ltxserve.store.models import ApiKey, Result, Task, TaskStatus
-from ltxserve.store.repository import NewResult, Store, TaskConflict
 
 log = get_logger(__name__)
 

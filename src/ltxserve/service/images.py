@@ -12,14 +12,14 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
+from ltxserve.db.models import ApiKey, utcnow
+from ltxserve.db.repository import Store
 from ltxserve.media.images import ImageDecodeError, decode_base64, decode_image, encode_png, parse_data_uri
 from ltxserve.net.errors import FetchError
 from ltxserve.protocol import ErrorDetail, ImageRef, RunwareError, VideoInferenceTask
 from ltxserve.protocol.errors import invalid
-from ltxserve.storage.base import BlobNotFound, BlobStore
-from ltxserve.store.models import ApiKey, utcnow
-from ltxserve.store.repository import Store
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -26,6 +26,7 @@ from typing import Any
 
 from ltxserve import metrics
 from ltxserve.config import Settings
+from ltxserve.db.models import Task, TaskStatus, utcnow
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationResult
 from ltxserve.logs import get_logger
 from ltxserve.media.encode import VideoFormat, encode_video
@@ -35,7 +36,6 @@ from ltxserve.queue import TableQueue, TaskQueue
 from ltxserve.safety import NSFWChecker, SafetyMode, check_video
 from ltxserve.service.core import Service, video_key
 from ltxserve.service.events import TaskEvent
-from ltxserve.store.models import Task, TaskStatus, utcnow
 
 log = get_logger(__name__)
 

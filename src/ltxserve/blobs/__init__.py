@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ltxserve.blobs.base import BlobNotFound, BlobReader, BlobStore, RangeNotSatisfiable, StorageUnavailable
+from ltxserve.blobs.local import LocalBlobStore
 from ltxserve.config import Settings
-from ltxserve.storage.base import BlobNotFound, BlobReader, BlobStore, RangeNotSatisfiable, StorageUnavailable
-from ltxserve.storage.local import LocalBlobStore
 
 __all__ = [
     "BlobNotFound",
@@ -23,7 +23,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
     if backend == "auto":
         backend = "s3" if settings.s3_bucket else "local"
     if backend == "s3":
-        from ltxserve.storage.s3 import S3BlobStore
+        from ltxserve.blobs.s3 import S3BlobStore
 
         return S3BlobStore(settings)
     return LocalBlobStore(settings.data_dir / "files")

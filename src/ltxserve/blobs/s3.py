@@ -18,9 +18,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ltxserve.blobs.base import BlobNotFound, BlobReader, RangeNotSatisfiable, StorageUnavailable
 from ltxserve.config import Settings
 from ltxserve.logs import get_logger
-from ltxserve.storage.base import BlobNotFound, BlobReader, RangeNotSatisfiable, StorageUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ltxserve.storage.base import BlobNotFound, BlobReader, parse_range
+from ltxserve.blobs.base import BlobNotFound, BlobReader, parse_range
 
 CHUNK = 1 << 20
 

@@ -34,11 +34,9 @@ two-stage only when ``distilled_lora_path`` is set (``two_stage``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
-
-if TYPE_CHECKING:
-    from ltxserve.config import Settings
+from typing import Any, Final, Literal
 
 #: Lightricks' distilled schedule (``ltx_pipelines/utils/constants.py``; diffusers
 #: ``pipelines/ltx2/utils.py`` has the same values). The scheduler appends the terminal 0.
@@ -151,19 +149,24 @@ def detect_preset_name(location: str | None) -> PresetName:
     return "dev-fp8" if fp8 else "dev"
 
 
-def resolve_preset(settings: Settings) -> ModelPreset:
-    """``settings.model_preset``, or (``auto``) the one the checkpoint's name implies."""
-    if settings.model_preset != "auto":
-        return PRESETS[settings.model_preset]
-    return PRESETS[detect_preset_name(settings.model_path)]
+def resolve_preset(model_preset: str, model_path: str | None) -> ModelPreset:
+    """``model_preset`` (a ``PresetName``), or (``auto``) the one the checkpoint's name implies.
+
+    Takes plain values rather than ``Settings`` so that this table stays below ``config`` in the
+    layering (``Settings.preset()`` is the usual way in)."""
+    if model_preset != "auto":
+        return PRESETS[model_preset]
+    return PRESETS[detect_preset_name(model_path)]
 
 
-def preset_model_ids(preset: ModelPreset, settings: Settings) -> tuple[str, ...]:
+def preset_model_ids(preset: ModelPreset, distilled_model_ids: Sequence[str]) -> tuple[str, ...]:
     """The model ids that address a preset: Runware's for dev, configurable ones for distilled."""
-    return tuple(settings.distilled_model_ids) if preset.distilled else (DEV_MODEL_ID,)
+    return tuple(distilled_model_ids) if preset.distilled else (DEV_MODEL_ID,)
 
 
-def served_model_ids(settings: Settings) -> tuple[str, ...]:
-    """Every model id this deployment accepts: its preset's aliases, then ``model_ids``."""
-    ids = [*preset_model_ids(resolve_preset(settings), settings), *settings.model_ids]
+def served_model_ids(
+    preset: ModelPreset, distilled_model_ids: Sequence[str], model_ids: Sequence[str]
+) -> tuple[str, ...]:
+    """Every model id a deployment accepts: its preset's aliases, then ``model_ids``."""
+    ids = [*preset_model_ids(preset, distilled_model_ids), *model_ids]
     return tuple(dict.fromkeys(ids))

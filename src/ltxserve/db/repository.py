@@ -29,8 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import joinedload
 
-from ltxserve.logs import get_logger
-from ltxserve.store.models import (
+from ltxserve.db.models import (
     ApiKey,
     Base,
     Delivery,
@@ -42,6 +41,7 @@ from ltxserve.store.models import (
     new_id,
     utcnow,
 )
+from ltxserve.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -153,7 +153,7 @@ class Store:
 
     async def migrate(self, auto: bool = True) -> None:
         """Upgrade the schema to head (``auto``), or check that it is there."""
-        from ltxserve.store import migrate
+        from ltxserve.db import migrate
 
         if auto:
             await migrate.upgrade(self.engine)

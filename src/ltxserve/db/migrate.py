@@ -20,7 +20,7 @@ from ltxserve.logs import get_logger
 
 log = get_logger(__name__)
 
-SCRIPT_LOCATION = "ltxserve.store:migrations"
+SCRIPT_LOCATION = "ltxserve.db:migrations"
 BASELINE = "0001"  # the schema create_all made before migrations existed
 LOCK_KEY = 0x6C7478  # "ltx": pg_advisory_xact_lock key for migrations
 

@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ltxserve.store.models import Base
+from ltxserve.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
