@@ -7,15 +7,18 @@ import base64
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ltxserve.config import Settings, get_settings
-from ltxserve.logs import configure
+from ltxserve.logs import configure, printable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# No rich tracebacks: they print local variables (settings with secrets) and bury the message.
+# main() turns errors into one line; --verbose shows the plain traceback.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations (alembic).")
@@ -24,9 +27,37 @@ app.add_typer(db_app, name="db")
 NOISE_NOTE = "made by the tiny random-weight LTX-2: it is noise, not a video of anything"
 
 
+@dataclass
+class _Options:
+    verbose: bool = False
+
+
+OPTIONS = _Options()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"ltxserve {version('ltxserve')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Library logs (alembic, diffusers, ...) and tracebacks.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    OPTIONS.verbose = verbose
+
+
 def _settings() -> Settings:
     settings = get_settings()
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, verbose=OPTIONS.verbose)
     return settings
 
 
@@ -46,7 +77,8 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="MP4, WEBM or MOV.")] = "MP4",
     quality: Annotated[int | None, typer.Option(help="outputQuality (20-99).")] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model id; default: the served preset's first (docs/engine.md, Model presets).")
+        str | None,
+        typer.Option(help="Model id; default: the served preset's first (docs/engine.md, Model presets)."),
     ] = None,
     enhance: Annotated[bool, typer.Option(help="settings.enhancePrompt")] = True,
     audio: Annotated[bool, typer.Option(help="Generate the audio track.")] = True,
@@ -135,7 +167,10 @@ def generate(
         audio_note = "with audio" if r.audio is not None else "no audio"
         typer.echo(f"{path}  seed={r.seed}  {r.frames.shape[0]} frames @ {r.fps} fps, {audio_note}")
     if job.enhance_prompt:
-        typer.echo(f"enhanced prompt: {results[0].prompt[:200]!r}")
+        from ltxserve.engine.tiny import TINY_GIBBERISH
+
+        note = f"  ({TINY_GIBBERISH})" if engine.source.is_tiny else ""
+        typer.echo(f"enhanced prompt: {printable(results[0].prompt)}{note}")
     typer.echo(
         "seconds: "
         f"enhance {t.enhance:.2f}, text encode {t.text_encode:.2f}, denoise {t.denoise:.2f}, "
@@ -316,8 +351,11 @@ def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")])
             row, key, secret = await store.create_key(name)
         finally:
             await store.close()
-        typer.echo(f"API key for {name!r} (id {row.id}); shown once, store it now:\n\n  {key}\n")
-        typer.echo(f"Webhook signing secret (Standard Webhooks), also shown once:\n\n  {secret}\n")
+        typer.echo(
+            f"API key for {name!r} (id {row.id}); shown once, store it now:\n\n  {key}\n\n"
+            "Send it as `Authorization: Bearer <key>` or as a Runware SDK's api_key.\n\n"
+            f"Webhook signing secret (Standard Webhooks), also shown once:\n\n  {secret}\n"
+        )
 
     asyncio.run(run())
 
@@ -379,12 +417,41 @@ def keys_rotate_secret(ident: Annotated[str, typer.Argument(help="Key id or pref
     typer.echo(f"new webhook signing secret, shown once:\n\n  {secret}\n")
 
 
+def error_line(exc: BaseException) -> str:
+    """One readable line for an error a user can fix, naming the fix."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError
+
+    from ltxserve.store.migrate import SchemaOutdated
+
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        parts = []
+        for err in exc.errors():
+            name = "LTXSERVE_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+            parts.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        return "invalid setting: " + "; ".join(parts) + " (fix the environment variable or .env)"
+    if isinstance(exc, SchemaOutdated):
+        return str(exc)
+    if isinstance(exc, DBAPIError | ConnectionError):
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return (
+            f"database error: {first} (check LTXSERVE_DATABASE_URL and that the database server is running)"
+        )
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first} (run with --verbose for the traceback)"
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        if OPTIONS.verbose:
+            raise
+        typer.secho(f"error: {error_line(exc)}", fg="red", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

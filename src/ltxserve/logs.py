@@ -12,8 +12,14 @@ from typing import Any, Literal
 
 import structlog
 
+#: Loggers that speak at ``level``; every other library (alembic, diffusers, procrastinate, ...) is
+#: held at WARNING unless ``verbose``, so a command's answer is not buried under their INFO lines.
+OWN_LOGGERS = ("ltxserve", "uvicorn")
 
-def configure(level: str = "INFO", fmt: Literal["console", "json"] = "console") -> None:
+
+def configure(
+    level: str = "INFO", fmt: Literal["console", "json"] = "console", verbose: bool = False
+) -> None:
     """Route structlog and the standard library (uvicorn, diffusers) through one renderer."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -41,10 +47,20 @@ def configure(level: str = "INFO", fmt: Literal["console", "json"] = "console") 
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Third-party chatter that would drown the task logs.
+    own = logging.getLevelName(level.upper())
+    root.setLevel(own if verbose else max(own, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(own)
+    # Third-party chatter that would drown the task logs even with --verbose.
     for noisy in ("httpx", "httpcore", "urllib3", "PIL", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else own)
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` with control and undecodable characters dropped, cut to ``limit``: the tiny model's
+    "enhanced prompt" is random token bytes, which would otherwise corrupt a terminal or a log line."""
+    kept = "".join(ch for ch in text if ch.isprintable() and ch != "\ufffd")
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -63,7 +63,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | No
         before, after = await conn.run_sync(_upgrade, revision)
         await conn.commit()
     if before != after:
-        log.info("database migrated", before=before, after=after)
+        # One line (alembic's own INFO lines are held at WARNING unless --verbose).
+        log.info(f"database migrated to {after} (was {before or 'empty'})")
     return before, after
 
 

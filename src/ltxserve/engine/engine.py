@@ -34,6 +34,7 @@ from ltxserve.engine.capacity import (
 )
 from ltxserve.engine.loader import load_pipelines, resolve_model, select_device
 from ltxserve.engine.planning import FramePlan, fit_audio, plan_frames
+from ltxserve.engine.tiny import TINY_GIBBERISH
 from ltxserve.engine.types import (
     GenerationJob,
     GenerationResult,
@@ -41,7 +42,7 @@ from ltxserve.engine.types import (
     ProgressCallback,
     StageTimings,
 )
-from ltxserve.logs import get_logger
+from ltxserve.logs import get_logger, printable
 from ltxserve.presets import Sampling, ltx20_guidance_kwargs
 
 log = get_logger(__name__)
@@ -255,7 +256,12 @@ class Engine:
             t0 = time.perf_counter()
             prompt = self.enhance(job)
             timings.enhance = time.perf_counter() - t0
-            log.info("prompt enhanced", original=job.prompt, enhanced=prompt)
+            log.info(
+                "prompt enhanced",
+                original=printable(job.prompt),
+                enhanced=printable(prompt),
+                **({"note": TINY_GIBBERISH} if self.source.is_tiny else {}),
+            )
 
         # 3. encode the prompt once for every result (and the negative only under guidance)
         t0 = time.perf_counter()

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Said wherever the tiny model's text is shown: its 2-layer random Gemma writes random tokens.
+TINY_GIBBERISH = "the tiny random-weight model writes gibberish, not a real enhancement"
+
 #: Written into the saved directory so the loader can say plainly that it loaded noise.
 MARKER_FILE = "ltxserve_tiny_model.json"
 
