@@ -422,7 +422,7 @@ def error_line(exc: BaseException) -> str:
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
-    from ltxserve.store.migrate import SchemaOutdated
+    from ltxserve.db.migrate import SchemaOutdated
 
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         parts = []
