@@ -53,7 +53,7 @@ log = get_logger(__name__)
 SINGLE_FILE_SUFFIXES: Final = (".safetensors", ".sft")
 CONVERTED_DIRNAME = "converted"
 #: Bump when the conversion changes, so caches written by an older one are not reused.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: the file's embedded config decides the architecture
 MARKER_FILE = "ltxserve_converted.json"
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -315,6 +315,60 @@ def _split_keys(path: Path) -> dict[str, list[str]]:
     return groups
 
 
+def embedded_config(path: str | Path) -> dict[str, Any] | None:
+    """The JSON ``config`` Lightricks embeds in a release file's metadata (None when absent)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+    raw = meta.get("config")
+    return json.loads(raw) if raw else None
+
+
+def _text_shape(path: Path, keys: list[str]) -> tuple[int | None, int | None]:
+    """(hidden-state count, hidden width) of the text encoder the connectors were trained on, from
+    the projection weight (ltx-core takes them from its Gemma config, not from the file)."""
+    from safetensors import safe_open
+
+    proj = [k for k in keys if k.endswith("aggregate_embed.weight")]
+    if not proj:
+        return None, None
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        shape = f.get_slice(sorted(proj)[0]).get_shape()
+    out_dim, in_dim = shape
+    if proj[0].endswith("text_embedding_projection.aggregate_embed.weight"):
+        return in_dim // out_dim, out_dim  # LTX-2.0: Linear(width x states, width)
+    return None, None
+
+
+def configs_for(
+    path: Path, groups: dict[str, list[str]], config_source: str | None
+) -> dict[str, dict[str, Any]]:
+    """The diffusers configs to convert ``path`` with: an explicit ``config_source`` (operator's
+    choice), else the file's own embedded config (every field honoured or the file refused, see
+    ``lightricks_config``), else (a file without one) the bundled LTX-2.0 configs."""
+    from ltxserve.engine import lightricks_config
+
+    if config_source is not None:
+        return _component_configs(config_source)
+    embedded = embedded_config(path)
+    if embedded is None:
+        log.info("no embedded config: bundled LTX-2.0 configs", checkpoint=path.name)
+        return _component_configs(None)
+    layers, hidden = _text_shape(path, groups["connectors"])
+    try:
+        translation = lightricks_config.translate(embedded, text_layers=layers, text_hidden=hidden)
+    except lightricks_config.ConfigError as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from exc
+    if translation.ignored:
+        log.info(
+            "embedded config fields ltx-core does not read", checkpoint=path.name, fields=translation.ignored
+        )
+    configs = translation.configs
+    configs["scheduler"] = dict(LTX2_0_CONFIGS["scheduler"])
+    return configs
+
+
 def _component_configs(config_source: str | None) -> dict[str, dict[str, Any]]:
     """Per-component diffusers configs: bundled LTX-2.0, or read from a diffusers directory / hub id."""
     if config_source is None:
@@ -396,13 +450,15 @@ def convert_single_file(path: Path, out: Path, config_source: str | None = None)
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     t0 = time.perf_counter()
-    configs = _component_configs(config_source)
     groups = _split_keys(path)
+    configs = configs_for(path, groups, config_source)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     index: dict[str, Any] = {"_class_name": "LTX2Pipeline"}
     for name, (cls, convert) in _converters().items():
+        cls = _vocoder_class(configs[name]) if name == "vocoder" else cls
+        configs[name] = {k: v for k, v in configs[name].items() if k != "_class_name"}
         state = convert(_read(path, groups[name]))
         model = load_strict(cls, configs[name], state, f"{path.name} ({name})")
         model.save_pretrained(tmp / name)
@@ -419,7 +475,7 @@ def convert_single_file(path: Path, out: Path, config_source: str | None = None)
             {
                 "source": str(path.resolve()),
                 "size": path.stat().st_size,
-                "config": config_source or "bundled LTX-2.0",
+                "config": config_source or "embedded (or bundled LTX-2.0 when the file has none)",
                 "conversion_version": CONVERSION_VERSION,
             },
             indent=2,
@@ -431,6 +487,13 @@ def convert_single_file(path: Path, out: Path, config_source: str | None = None)
         "checkpoint converted", checkpoint=str(path), to=str(out), seconds=round(time.perf_counter() - t0, 1)
     )
     return out
+
+
+def _vocoder_class(config: dict[str, Any]) -> Any:
+    """``LTX2Vocoder`` (LTX-2.0) or ``LTX2VocoderWithBWE`` (LTX-2.3), as the config names it."""
+    from diffusers.pipelines import ltx2
+
+    return getattr(ltx2, config.get("_class_name", "LTX2Vocoder"))
 
 
 def _library(cls: type) -> str:
