@@ -44,8 +44,10 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Generated from config.Settings: the settings page and the Kubernetes ConfigMap/Secret keys.
 docs: setup
 	$(BIN)/python -m ltxserve.config docs/settings.md
+	$(BIN)/python -m ltxserve.manifests
 	$(BIN)/mkdocs build --strict
 
 format: setup

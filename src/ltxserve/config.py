@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ltxserve.presets import ModelPreset, resolve_preset, served_model_ids
+
+#: Marks a setting that deployments keep in a secret store (the Kubernetes Secret, not the ConfigMap).
+SECRET: dict[str, Any] = {"secret": True}
 
 
 class Settings(BaseSettings):
@@ -168,7 +171,9 @@ class Settings(BaseSettings):
         default=None, description="Absolute base for videoURL/imageURL. Unset: http://{host}:{port}."
     )
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL. Unset: sqlite+aiosqlite:///{data_dir}/ltxserve.db."
+        default=None,
+        description="SQLAlchemy URL. Unset: sqlite+aiosqlite:///{data_dir}/ltxserve.db.",
+        json_schema_extra=SECRET,
     )
     auth_cache_s: float = Field(
         default=5.0,
@@ -230,10 +235,12 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(default=None, description="Bucket for outputs and uploads.")
     s3_region: str = Field(default="us-east-1", description="Region used for SigV4 signing.")
     s3_access_key_id: str | None = Field(
-        default=None, description="Access key. Unset: boto3's default credential chain (env, IAM role)."
+        default=None,
+        description="Access key. Unset: boto3's default credential chain (env, IAM role).",
+        json_schema_extra=SECRET,
     )
     s3_secret_access_key: SecretStr | None = Field(
-        default=None, description="Secret key for s3_access_key_id."
+        default=None, description="Secret key for s3_access_key_id.", json_schema_extra=SECRET
     )
     s3_path_style: bool = Field(
         default=True,
@@ -312,6 +319,12 @@ def update_settings_page(path: Path) -> bool:
     if new != text:
         path.write_text(new)
     return new != text
+
+
+def is_secret(name: str) -> bool:
+    """Whether the setting ``name`` belongs in a secret store (see ``SECRET``)."""
+    extra = Settings.model_fields[name].json_schema_extra
+    return isinstance(extra, dict) and extra.get("secret") is True
 
 
 if __name__ == "__main__":  # python -m ltxserve.config [docs/settings.md]
