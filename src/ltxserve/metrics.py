@@ -17,7 +17,9 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
+    "DELIVERIES",
     "QUEUE_DEPTH",
+    "QUEUE_OLDEST",
     "RESULTS",
     "RUNNING",
     "STAGE_SECONDS",
@@ -31,6 +33,11 @@ __all__ = [
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 2400)
 
 QUEUE_DEPTH = Gauge("ltxserve_queue_depth", "Tasks queued and not yet claimed by a worker (cluster-wide).")
+QUEUE_OLDEST = Gauge(
+    "ltxserve_queue_oldest_seconds",
+    "Age of the oldest queued task (cluster-wide); 0 when the queue is empty. Grows when workers "
+    "fall behind.",
+)
 RUNNING = Gauge("ltxserve_tasks_running", "Tasks a worker holds under a lease (cluster-wide).")
 STAGE_SECONDS = Histogram(
     "ltxserve_stage_seconds",
@@ -43,11 +50,27 @@ RESULTS = Counter("ltxserve_results_total", "Results this process finished, by s
 WORKER_BUSY = Gauge("ltxserve_worker_busy", "1 while this process's worker holds a task, 0 when idle.")
 WORKER_UP = Gauge("ltxserve_worker_up", "1 while this process's worker (model loaded) takes tasks.")
 TASK_ATTEMPTS = Counter("ltxserve_task_attempts_total", "Task attempts this process started.")
+DELIVERIES = Counter(
+    "ltxserve_deliveries_total",
+    "Webhook/upload attempts this process made, by kind (webhook, upload) and outcome (delivered, "
+    "retry: failed and will be retried, failed: given up).",
+    ["kind", "outcome"],
+)
 
 
 class GpuMemoryCollector(Collector):
     """``ltxserve_gpu_memory_bytes{kind}`` read at scrape time, only where this process has torch
     with CUDA initialised (it never imports torch itself: API nodes stay light)."""
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples: the registry (and the dashboard's test) know its name."""
+        yield self._family()
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "ltxserve_gpu_memory_bytes", "GPU memory of this process (torch), by kind.", labels=["kind"]
+        )
 
     def collect(self) -> Iterator[Metric]:
         cuda = getattr(sys.modules.get("torch"), "cuda", None)  # None too while torch is importing
@@ -64,9 +87,7 @@ class GpuMemoryCollector(Collector):
             }
         except Exception:  # a scrape must never fail because of the GPU
             return
-        family = GaugeMetricFamily(
-            "ltxserve_gpu_memory_bytes", "GPU memory of this process (torch), by kind.", labels=["kind"]
-        )
+        family = self._family()
         for kind, value in values.items():
             family.add_metric([kind], value)
         yield family

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ltxserve import metrics, net
 from ltxserve.blobs import BlobStore, build_blob_store
 from ltxserve.config import Settings
+from ltxserve.db.models import utcnow
 from ltxserve.db.repository import Store
 from ltxserve.delivery import Deliverer
 from ltxserve.engine import Engine
@@ -125,6 +126,8 @@ class Runtime:
         counts = await self.store.count_by_status()
         metrics.QUEUE_DEPTH.set(counts["queued"])
         metrics.RUNNING.set(counts["running"])
+        oldest = await self.store.oldest_queued_at()
+        metrics.QUEUE_OLDEST.set(0.0 if oldest is None else max((utcnow() - oldest).total_seconds(), 0.0))
 
     @property
     def worker_task(self) -> asyncio.Task[None] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
 from ltxserve.engine import Engine
@@ -117,8 +118,14 @@ def test_webhook_per_result_signed(live: LiveServer, receiver: Receiver) -> None
         verify(live, forged)
 
 
+def _deliveries(outcome: str) -> float:
+    labels = {"kind": "webhook", "outcome": outcome}
+    return REGISTRY.get_sample_value("ltxserve_deliveries_total", labels) or 0.0
+
+
 def test_webhook_retries_with_same_id(live: LiveServer, receiver: Receiver) -> None:
     receiver.statuses = [500, 503]
+    before = {outcome: _deliveries(outcome) for outcome in ("retry", "delivered")}
     task_uuid = live.submit(webhookURL=receiver.url)
     live.wait(task_uuid)
     requests = receiver.wait_for(3)
@@ -130,6 +137,10 @@ def test_webhook_retries_with_same_id(live: LiveServer, receiver: Receiver) -> N
     assert all(verify(live, r)["taskUUID"] == task_uuid for r in requests)
     time.sleep(3)
     assert len(receiver.requests) == 3  # delivered: no more attempts
+    # the dashboard's delivery panel: two retries, one delivery (this process's counters)
+    assert _deliveries("retry") - before["retry"] == 2
+    assert _deliveries("delivered") - before["delivered"] == 1
+    assert "ltxserve_queue_oldest_seconds 0.0" in httpx.get(f"{live.url}/metrics", timeout=30).text
 
 
 def test_webhook_data_envelope_and_error_items(

@@ -176,6 +176,7 @@ def test_metrics_on_api_nodes_and_workers(cluster: Cluster) -> None:
     assert api.status_code == 200
     assert "ltxserve_queue_depth 0.0" in api.text
     assert "ltxserve_tasks_running 0.0" in api.text
+    assert "ltxserve_queue_oldest_seconds 0.0" in api.text
     alive = [url for url, w in zip(c.metrics_urls, c.workers, strict=True) if w.alive()]
     text = httpx.get(alive[0], timeout=30).text
     for stage in ("queue_wait", "generate", "encode", "store", "total"):

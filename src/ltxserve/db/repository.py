@@ -310,6 +310,12 @@ class Store:
             counts = {status: int(n) for status, n in rows.all()}
         return {status: counts.get(status, 0) for status in ACTIVE}
 
+    async def oldest_queued_at(self) -> datetime | None:
+        """When the longest-waiting queued task was accepted (the queue-age gauge)."""
+        async with self.sessions() as s:
+            query = select(func.min(Task.created_at)).where(Task.status == TaskStatus.QUEUED)
+            return await s.scalar(query)  # type: ignore[no-any-return]
+
     async def count_queued(self) -> int:
         async with self.sessions() as s:
             query = select(func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)

@@ -20,6 +20,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from ltxserve import metrics
 from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
 from ltxserve.db.models import Delivery, utcnow
@@ -122,18 +123,22 @@ class Deliverer:
             at = now + timedelta(seconds=backoff_delay(d.attempts))
             if isinstance(exc, FetchError) and retryable(exc) and at < d.deadline:
                 dlog.warning("delivery failed, will retry", error=reason, retry_at=at.isoformat())
+                metrics.DELIVERIES.labels(d.kind, "retry").inc()
                 await self.store.delivery_retry(d.id, at, reason)
             else:
                 dlog.error("delivery gave up", error=reason, url=d.url)
+                metrics.DELIVERIES.labels(d.kind, "failed").inc()
                 await self.store.delivery_failed(d.id, reason)
             return
         except Exception as exc:  # a bug: keep the row retryable, and say so loudly
             dlog.exception("delivery attempt crashed")
+            metrics.DELIVERIES.labels(d.kind, "retry").inc()
             await self.store.delivery_retry(
                 d.id, utcnow() + timedelta(seconds=backoff_delay(d.attempts)), repr(exc)
             )
             return
         dlog.info("delivered", url=d.url)
+        metrics.DELIVERIES.labels(d.kind, "delivered").inc()
         await self.store.delivery_done(d.id)
 
     async def _post_webhook(self, d: Delivery) -> None:
