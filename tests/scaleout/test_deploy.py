@@ -71,13 +71,27 @@ def test_compose_services_settings_and_commands() -> None:
 )
 def test_dockerfiles(dockerfile: str, base: str) -> None:
     text = (DEPLOY / dockerfile).read_text()
-    assert re.search(rf"^FROM {re.escape(base)}", text, re.M)
-    for line in re.findall(r"^COPY (.+)$", text, re.M):
+    default_base = re.search(r"^ARG BASE=(\S+)$", text, re.M)
+    assert default_base is not None
+    assert default_base.group(1).startswith(base)
+    assert re.search(r"[:@]\d", default_base.group(1)), "a pinned version, not latest"
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    assert [s.split()[0] for s in stages] == ["${BASE}", "${BASE}"]  # build stage + runtime stage
+    build, runtime = stages
+    assert "AS build" in build.splitlines()[0]
+    assert "pip install" not in runtime  # installed in the build stage, copied over
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    user = re.search(r"^USER (\S+)$", runtime, re.M)
+    assert user is not None
+    assert user.group(1) not in {"root", "0"}
+    assert "HEALTHCHECK" in runtime
+    # the source is copied after the dependencies are installed: a code change keeps those layers
+    assert build.index("COPY src") > build.index("pip install /src")
+    for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
         for src in shlex.split(line)[:-1]:
             assert (ROOT / src).exists(), src
-    torch = re.search(
-        r'pip install "torch==([\d.]+)" --index-url https://download.pytorch.org/whl/(\w+)', text
-    )
+    wheel_index = r"--index-url https://download.pytorch.org/whl/(\w+)"
+    torch = re.search(rf'^ARG TORCH_INSTALL="torch==([\d.]+) {wheel_index}"$', text, re.M)
     assert torch is not None
     makefile_torch = re.search(r"^TORCH\s*\?=\s*torch==([\d.]+)", (ROOT / "Makefile").read_text(), re.M)
     assert makefile_torch is not None
@@ -86,6 +100,13 @@ def test_dockerfiles(dockerfile: str, base: str) -> None:
     cmd = re.search(r"^CMD (\[.+\])$", text, re.M)
     assert cmd is not None
     _cli_ok(json.loads(cmd.group(1)))
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    """Only what the Dockerfiles copy goes to the builder (not .venv, .cache, data, ...)."""
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert lines[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!src/"} <= set(lines)
 
 
 @pytest.mark.optional  # no compose CLI is installed by the README's commands
