@@ -67,15 +67,16 @@ def cached_steps(steps: int, every: int) -> frozenset[int]:
 
 
 @contextmanager
-def step_cache(transformer: Any, steps: int, every: int) -> Iterator[frozenset[int]]:
+def step_cache(transformer: Any, steps: int, every: int, start: int = 0) -> Iterator[frozenset[int]]:
     """Serve the transformer's output for the cached steps from the step before (one call per
-    denoising step: CFG is batched into the same call, STG/modality passes are off)."""
+    denoising step: CFG is batched into the same call, STG/modality passes are off). ``start``:
+    the first step of this call (a resumed stage; ``engine.resume`` never resumes at a cached step)."""
     skip = cached_steps(steps, every)
     if not skip:
         yield skip
         return
     original = transformer.forward
-    state: dict[str, Any] = {"call": 0, "last": None}
+    state: dict[str, Any] = {"call": start, "last": None}
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         step = state["call"]

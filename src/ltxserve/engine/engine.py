@@ -13,14 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ltxserve.config import Settings
-from ltxserve.engine import accel, decode, two_stage
+from ltxserve.engine import accel, decode, resume, two_stage
 from ltxserve.engine.cache import LRUCache, image_digest
 from ltxserve.engine.capacity import (
     CapacityError,
@@ -34,6 +34,7 @@ from ltxserve.engine.capacity import (
 )
 from ltxserve.engine.loader import load_pipelines, resolve_model, select_device
 from ltxserve.engine.planning import FramePlan, fit_audio, plan_frames
+from ltxserve.engine.resume import Checkpointing, StepState
 from ltxserve.engine.tiny import TINY_GIBBERISH
 from ltxserve.engine.types import (
     GenerationJob,
@@ -123,6 +124,7 @@ class Engine:
         self.text_cache: LRUCache[dict[str, Any]] = LRUCache(settings.text_cache_size)
         self.enhance_cache: LRUCache[str] = LRUCache(settings.text_cache_size)
         self.temporal_ratio: int = t2v.vae_temporal_compression_ratio
+        self._fingerprint: str | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -215,31 +217,35 @@ class Engine:
         job: GenerationJob,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: Checkpointing | None = None,
     ) -> list[GenerationResult]:
         """Run one job; results come back in ``job.seeds`` order."""
-        return [r for batch in self.generate_batches(job, progress, cancel) for r in batch]
+        return [r for batch in self.generate_batches(job, progress, cancel, checkpoint) for r in batch]
 
     def generate_batches(
         self,
         job: GenerationJob,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: Checkpointing | None = None,
     ) -> Generator[list[GenerationResult], None, None]:
         """Yield results as each pipeline call finishes (all at once when batched).
 
         The worker stores each batch before the next is generated, so a crash keeps what was
-        already made. The engine is held for the whole iteration.
+        already made. The engine is held for the whole iteration. ``checkpoint``: step
+        checkpoints to take, and the state to resume from (``engine.resume``).
         """
         if not job.seeds:
             raise ValueError("a job needs at least one seed")
         with self._lock:
-            yield from self._generate(job, progress, cancel)
+            yield from self._generate(job, progress, cancel, checkpoint)
 
     def _generate(
         self,
         job: GenerationJob,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        checkpoint: Checkpointing | None = None,
     ) -> Generator[list[GenerationResult], None, None]:
         # 1. plan frames, batching and tiling (raises CapacityError before any work)
         run = self.plan(job)
@@ -271,6 +277,10 @@ class Engine:
         # 4. denoise + decode: one batched call, or one call per result
         groups = [list(job.seeds)] if run.batched else [[s] for s in job.seeds]
         total_steps = run.steps * len(groups)
+        key = self.checkpoint_key(job, run) if checkpoint is not None else ""
+        start = self._resume_state(checkpoint, key, groups)
+        if checkpoint is not None:
+            checkpoint.restart_clock(start.progress if start is not None else 0)
         for g, seeds in enumerate(groups):
             done_before = g * run.steps
 
@@ -278,7 +288,11 @@ class Engine:
                 if progress is not None:
                     progress(done_before + step, total_steps)
 
-            frames, audio, stage = self._call(pipe, job, run, seeds, embeds, on_step, cancel)
+            group_ck = None
+            if checkpoint is not None:
+                state = start if start is not None and list(start.seeds) == seeds else None
+                group_ck = _GroupCheckpoints(checkpoint, key, tuple(seeds), done_before, state)
+            frames, audio, stage = self._call(pipe, job, run, seeds, embeds, on_step, cancel, group_ck)
             timings.denoise += stage.denoise
             timings.video_decode += stage.video_decode
             timings.audio_decode += stage.audio_decode
@@ -295,6 +309,57 @@ class Engine:
                 )
                 for i, seed in enumerate(seeds)
             ]
+
+    # --- step checkpoints (engine.resume) --------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """The loaded model's identity for checkpoint keys (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = resume.model_fingerprint(self.source.location, self.t2v)
+        return self._fingerprint
+
+    def checkpoint_key(self, job: GenerationJob, run: RunPlan) -> str:
+        """Checkpoints of ``job`` are valid for a run with this key only: same model, job shape,
+        sampling and code versions (the seeds are matched per pipeline group)."""
+        image = self._condition_image(job)
+        return resume.state_key(
+            self.fingerprint(),
+            {
+                "preset": self.preset.name,
+                "dtype": str(self.dtype),
+                "prompt": job.prompt,
+                "negative": job.negative_prompt,
+                "image": image_digest(image),
+                "size": [job.width, job.height, job.duration, job.fps],
+                "sampling": [job.steps, job.guidance, job.enhance_prompt, job.audio],
+                "run": [run.two_stage, run.batched, run.steps, run.frames.generated_frames],
+                "settings": [
+                    self.settings.max_sequence_length,
+                    self.settings.step_cache_every,
+                    self.settings.enhance_seed,
+                    self.settings.enhance_max_new_tokens,
+                    self.distilled_lora,
+                ],
+            },
+        )
+
+    def _resume_state(
+        self, checkpoint: Checkpointing | None, key: str, groups: list[list[int]]
+    ) -> StepState | None:
+        """The caller's state if it belongs to this job; otherwise None and a log line saying why
+        (the job then runs from step 0)."""
+        if checkpoint is None or checkpoint.resume is None:
+            return None
+        state = checkpoint.resume
+        reason = None
+        if state.key != key:
+            reason = "model, job shape or code version differs"
+        elif list(state.seeds) not in groups:
+            reason = "no pipeline group has its seeds"
+        if reason is not None:
+            log.warning("checkpoint refused, restarting from step 0", reason=reason, progress=state.progress)
+            return None
+        return state
 
     def enhance(self, job: GenerationJob) -> str:
         """The pipeline's own prompt enhancer on the loaded text model, cached per input.
@@ -374,24 +439,47 @@ class Engine:
         embeds: dict[str, Any],
         on_step: Any,
         cancel: threading.Event | None,
+        ck: _GroupCheckpoints | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, StageTimings]:
-        """Denoise (one or two stages) to latents, then decode them (``engine.decode``)."""
+        """Denoise (one or two stages) to latents, then decode them (``engine.decode``).
+
+        With ``ck`` it checkpoints as it goes and, given a state of this group, continues it:
+        finished stages are skipped, a stage in progress resumes at its saved step."""
         stage = StageTimings()
         generators = [self._torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         first = self.preset.sampling(job.steps, job.guidance)
         size = (job.width, job.height)
         if run.two_stage:
             size = two_stage.stage_one_size(job.width, job.height)
+        state = ck.resume if ck is not None else None
+        if ck is not None and state is not None:
+            resume.restore_generators(generators, state.generators)
+            on_step(state.progress - ck.done_before)
+            log.info("resuming from checkpoint", stage=state.stage, step=state.step, progress=state.progress)
 
         # a. denoise: the only stage, or stage 1 at half size
         t0 = time.perf_counter()
-        video, audio = self._denoise(pipe, job, run, first, size, generators, embeds, on_step, cancel)
+        if state is not None and (state.stage > 1 or state.finished):
+            video, audio = state.video, state.audio  # stage 1 done (or skipped: stage 2 in progress)
+        else:
+            video, audio = self._denoise(
+                pipe, job, run, first, size, generators, embeds, on_step, cancel, stage=1, ck=ck, state=state
+            )
+            if ck is not None:
+                ck.stage_done(1, first.steps, video, audio, generators)
         # b. two-stage: x2 latent upsampling, re-noise to the first refine sigma, refine at full size
         #    (dev: with the distilled LoRA on for this stage only)
-        if run.two_stage:
+        if run.two_stage and not (state is not None and state.stage == 2 and state.finished):
             refine = self.preset.refine_sampling()
             assert refine.sigmas is not None
-            upsampled = two_stage.upsample(self.upsampler, video)
+            in_refine = state if state is not None and state.stage == 2 else None
+            extra: dict[str, Any] = {}
+            if in_refine is None:
+                extra = {
+                    "latents": two_stage.upsample(self.upsampler, video),
+                    "audio_latents": audio,
+                    "noise_scale": refine.sigmas[0],
+                }
             with two_stage.refine_weights(pipe.transformer, self.distilled_lora):
                 video, audio = self._denoise(
                     pipe,
@@ -404,10 +492,13 @@ class Engine:
                     on_step,
                     cancel,
                     step_offset=first.steps,
-                    latents=upsampled,
-                    audio_latents=audio,
-                    noise_scale=refine.sigmas[0],
+                    stage=2,
+                    ck=ck,
+                    state=in_refine,
+                    **extra,
                 )
+            if ck is not None:
+                ck.stage_done(2, first.steps + refine.steps, video, audio, generators)
         stage.denoise = time.perf_counter() - t0
 
         # c. decode: the whole clip at once, or time chunks streamed into the uint8 frames
@@ -441,16 +532,27 @@ class Engine:
         on_step: Any,
         cancel: threading.Event | None,
         step_offset: int = 0,
+        stage: int = 1,
+        ck: _GroupCheckpoints | None = None,
+        state: StepState | None = None,
         **extra: Any,
     ) -> tuple[Any, Any]:
-        """One pipeline call to (un-normalized) video and audio latents."""
+        """One pipeline call to (un-normalized) video and audio latents; with ``state``, the rest
+        of a stage from its checkpoint (``engine.resume``)."""
         n = len(generators)
+        start = state.step if state is not None else 0
+        cached = accel.cached_steps(sampling.steps, self.settings.step_cache_every)
 
-        def callback(p: Any, step: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(step_offset + step + 1)
+        def callback(p: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            done = start + step + 1  # steps done in this stage
+            on_step(step_offset + done)
             if cancel is not None and cancel.is_set():
                 p._interrupt = True  # the pipeline's own flag; raising stops before any decode
                 raise GenerationCancelled()
+            # mid-stage checkpoint (a finished stage is saved by the caller); with the step cache,
+            # only where the next step computes afresh, so the resumed run needs no cached output
+            if ck is not None and done < sampling.steps and done not in cached:
+                ck.step_done(p, stage, done, step_offset + done, kwargs, generators, state)
             return {}
 
         kwargs: dict[str, Any] = {
@@ -476,12 +578,84 @@ class Engine:
             kwargs["negative_prompt_attention_mask"] = embeds["neg_mask"].repeat(n, 1)
         if job.image is not None:
             kwargs["image"] = self._condition_image(job)
-        with (
-            _fixed_schedule(pipe, sampling),
-            accel.step_cache(pipe.transformer, sampling.steps, self.settings.step_cache_every),
-        ):
+        with ExitStack() as stack:
+            stack.enter_context(_fixed_schedule(pipe, sampling))
+            if ck is not None:
+                names = stack.enter_context(resume.audio_in_callback(pipe))
+                kwargs["callback_on_step_end_tensor_inputs"] = names
+            if state is not None:
+                kwargs.update(stack.enter_context(resume.resumed_call(pipe, state)))
+            stack.enter_context(
+                accel.step_cache(pipe.transformer, sampling.steps, self.settings.step_cache_every, start)
+            )
             video, audio = pipe(**kwargs)
         return video, audio
+
+
+@dataclass
+class _GroupCheckpoints:
+    """Checkpointing of one pipeline group: builds ``StepState``s and hands them over when due."""
+
+    ck: Checkpointing
+    key: str
+    seeds: tuple[int, ...]
+    done_before: int  # steps of earlier groups, for the job-wide progress
+    resume: StepState | None
+
+    def step_done(
+        self,
+        pipe: Any,
+        stage: int,
+        done: int,
+        group_progress: int,
+        tensors: dict[str, Any],
+        generators: list[Any],
+        resumed: StepState | None,
+    ) -> None:
+        progress = self.done_before + group_progress
+        if not self.ck.due(progress):
+            return
+        # a resumed call's scheduler holds the tail of the schedule: keep the full one
+        sigmas = resumed.sigmas if resumed is not None else resume.cpu_copy(pipe.scheduler.sigmas)
+        timesteps = resumed.timesteps if resumed is not None else resume.cpu_copy(pipe.scheduler.timesteps)
+        self.ck.hand_over(
+            StepState(
+                key=self.key,
+                seeds=self.seeds,
+                stage=stage,
+                step=done,
+                finished=False,
+                progress=progress,
+                video=resume.cpu_copy(tensors["latents"]),
+                audio=resume.cpu_copy(tensors["audio_latents"]),
+                sigmas=sigmas,
+                timesteps=timesteps,
+                generators=resume.generator_states(generators),
+            )
+        )
+
+    def stage_done(
+        self, stage: int, group_progress: int, video: Any, audio: Any, generators: list[Any]
+    ) -> None:
+        progress = self.done_before + group_progress
+        if not self.ck.due(progress):
+            return
+        empty = video.new_zeros(0).cpu()
+        self.ck.hand_over(
+            StepState(
+                key=self.key,
+                seeds=self.seeds,
+                stage=stage,
+                step=0,
+                finished=True,
+                progress=progress,
+                video=resume.cpu_copy(video),
+                audio=resume.cpu_copy(audio),
+                sigmas=empty,
+                timesteps=empty,
+                generators=resume.generator_states(generators),
+            )
+        )
 
 
 @contextmanager
