@@ -13,7 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ltxserve.api.playground import STATIC_DIR, content_security_policy, load_assets, mount_playground
+from ltxserve.api import playground
+from ltxserve.api.playground import STATIC_DIR, content_security_policy, load_assets
 from ltxserve.protocol.models import LTX2_MODEL_ID, VideoInferenceTask
 
 
@@ -21,7 +22,7 @@ from ltxserve.protocol.models import LTX2_MODEL_ID, VideoInferenceTask
 def client() -> TestClient:
     app = FastAPI()
     app.state.runtime = SimpleNamespace(service=SimpleNamespace(base_url="http://127.0.0.1:8000"))
-    mount_playground(app)
+    app.include_router(playground.router)
     return TestClient(app, base_url="http://localhost:8000")
 
 

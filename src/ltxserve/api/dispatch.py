@@ -47,7 +47,7 @@ class Dispatcher:
         self.service = service
 
     async def authenticate(self, api_key: str) -> ApiKey:
-        key = await self.service.store.authenticate(api_key)
+        key = await self.service.authenticate(api_key)
         if key is None:
             raise RunwareError(auth_error(ErrorCode.INVALID_API_KEY, "Invalid API key."))
         return key

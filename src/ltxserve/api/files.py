@@ -7,15 +7,38 @@ are stable, need no client access to the bucket, and die with their result's ``t
 
 from __future__ import annotations
 
-from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
+from ltxserve.api.prelude import runtime
 from ltxserve.blobs import BlobNotFound, BlobStore, RangeNotSatisfiable, StorageUnavailable
 
 CACHE_CONTROL = "private, max-age=3600"
+CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime", ".png": "image/png"}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/files/{key:path}")
+async def files(key: str, request: Request) -> Response:
+    """A result video or an uploaded image: from local disk, or proxied from object storage."""
+    suffix = "." + key.rsplit(".", 1)[-1].lower() if "." in key else ""
+    if not key.startswith(("videos/", "uploads/")) or suffix not in CONTENT_TYPES:
+        return Response(status_code=404)
+    blobs = runtime(request).blobs
+    try:
+        path = blobs.local_path(key)
+    except BlobNotFound:
+        return Response(status_code=404)
+    if path is None:  # object storage: proxied from the bucket, Range passed through
+        return await blob_response(blobs, key, CONTENT_TYPES[suffix], request)
+    if not path.is_file():
+        return Response(status_code=404)
+    return FileResponse(path, media_type=CONTENT_TYPES[suffix], headers={"Cache-Control": CACHE_CONTROL})
 
 
 async def blob_response(blobs: BlobStore, key: str, media_type: str, request: Request) -> Response:
+    """Stream one object, honouring ``Range`` (206/416) and mapping an outage to 503."""
     try:
         reader = await blobs.open(key, request.headers.get("range"))
     except BlobNotFound:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ltxserve.logs import get_logger
@@ -109,51 +110,72 @@ def _origin(url: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _file_origins(app: FastAPI) -> tuple[str, ...]:
+def _file_origins(request: Request) -> tuple[str, ...]:
     """Where ``videoURL`` points: the service's public base URL (it may name another host than
     the one the page was loaded from, e.g. 127.0.0.1 vs localhost)."""
-    runtime = getattr(app.state, "runtime", None)
+    runtime = getattr(request.app.state, "runtime", None)
     service = getattr(runtime, "service", None)
     origin = _origin(getattr(service, "base_url", None))
     return (origin,) if origin else ()
 
 
-def mount_playground(app: FastAPI) -> None:
-    """Add the playground routes (``/`` and its assets) to ``app``."""
+@dataclass(frozen=True)
+class Site:
+    """The playground's files, loaded once: ``index.html`` (asset base filled in) and assets."""
+
+    version: str
+    index: Asset | None
+    assets: dict[str, Asset]
+
+
+@cache
+def site() -> Site:
+    """Load ``static/`` on first use (the files are package data and do not change at run time)."""
     version, assets = load_assets()
-    base = f"/static/{version}"
     index_source = assets.pop(INDEX, None)
     if index_source is None:  # pragma: no cover - a wheel built without its package data
         log.warning("playground files missing; / is not served", directory=str(STATIC_DIR))
-        return
-    index = _asset(
-        index_source.body.replace(ASSET_BASE_MARKER.encode(), base.encode()), index_source.media_type
-    )
-    file_origins = _file_origins(app)
+        return Site(version, None, assets)
+    base = f"/static/{version}"
+    body = index_source.body.replace(ASSET_BASE_MARKER.encode(), base.encode())
+    return Site(version, _asset(body, index_source.media_type), assets)
 
-    def respond(request: Request, asset: Asset, cache_control: str) -> Response:
-        headers = {
-            "Cache-Control": cache_control,
-            "ETag": asset.etag,
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Content-Security-Policy": content_security_policy(request.headers.get("host"), file_origins),
-        }
-        if asset.etag in _etags(request.headers.get("if-none-match", "")):
-            return Response(status_code=304, headers=headers)
-        body = b"" if request.method == "HEAD" else asset.body
-        return Response(body, media_type=asset.media_type, headers=headers)
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def playground(request: Request) -> Response:
-        return respond(request, index, REVALIDATE)
+def _respond(request: Request, asset: Asset, cache_control: str) -> Response:
+    csp = content_security_policy(request.headers.get("host"), _file_origins(request))
+    headers = {
+        "Cache-Control": cache_control,
+        "ETag": asset.etag,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": csp,
+    }
+    if asset.etag in _etags(request.headers.get("if-none-match", "")):
+        return Response(status_code=304, headers=headers)
+    body = b"" if request.method == "HEAD" else asset.body
+    return Response(body, media_type=asset.media_type, headers=headers)
 
-    @app.api_route("/static/{asset_version}/{name:path}", methods=["GET", "HEAD"], include_in_schema=False)
-    async def static(request: Request, asset_version: str, name: str) -> Response:
-        asset = assets.get(name)
-        if asset is None:
-            return Response(status_code=404, headers={"Cache-Control": REVALIDATE})
-        return respond(request, asset, IMMUTABLE if asset_version == version else REVALIDATE)
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def playground(request: Request) -> Response:
+    """The page itself, always revalidated (it names the current asset version)."""
+    index = site().index
+    if index is None:  # pragma: no cover - see ``site``
+        return Response(status_code=404)
+    return _respond(request, index, REVALIDATE)
+
+
+@router.api_route("/static/{asset_version}/{name:path}", methods=["GET", "HEAD"])
+async def static(request: Request, asset_version: str, name: str) -> Response:
+    """An asset: immutable under the current version, revalidated under an older one."""
+    current = site()
+    asset = current.assets.get(name)
+    if asset is None:
+        return Response(status_code=404, headers={"Cache-Control": REVALIDATE})
+    return _respond(request, asset, IMMUTABLE if asset_version == current.version else REVALIDATE)
 
 
 def _etags(header: str) -> set[str]:

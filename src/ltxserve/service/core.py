@@ -38,7 +38,7 @@ from ltxserve.protocol import (
     video_success_item,
 )
 from ltxserve.protocol.errors import invalid, unsupported
-from ltxserve.service.events import EventBus, TaskEvent
+from ltxserve.service.events import EventBus, Listener, TaskEvent
 from ltxserve.service.images import ImageResolver, frame_image_parameter, upload_key
 
 log = get_logger(__name__)
@@ -88,6 +88,20 @@ class Service:
 
     def file_url(self, key: str) -> str:
         return f"{self.base_url}/files/{key}"
+
+    # --- keys and subscriptions ---------------------------------------------------------------
+
+    async def authenticate(self, api_key: str) -> ApiKey | None:
+        """The active key for a secret (None: unknown or revoked)."""
+        return await self.store.authenticate(api_key)
+
+    async def subscribe(self, key: ApiKey, task_uuid: str, listener: Listener) -> Callable[[], None] | None:
+        """Send a task's events (progress, results) to ``listener``; returns the unsubscribe
+        function, or None when the key has no such task."""
+        task = await self.store.find_task(key.id, task_uuid)
+        if task is None:
+            return None
+        return self.bus.subscribe(task.id, listener)
 
     # --- videoInference ---------------------------------------------------------------------
 
