@@ -1,25 +1,28 @@
 """Engine overhead: ltxserve's Engine vs a plain diffusers LTX2Pipeline call, same process.
 
-    python bench/engine.py [--presets tiny,mid] [--repeats 3]
+    python bench/engine.py [--presets tiny,mid] [--pairs 5] [--threads 0]
 
 Both sides run the same random-weight LTX-2 (built locally from the diffusers classes; it
-outputs noise), the same settings and seed, alternating A/B so drift hits both. Printed:
-median seconds, the ratio ltxserve/diffusers (target <= 1.02: the engine adds nothing
-measurable), whether the frames are identical, and ltxserve's split per stage (text encoding,
-denoising, video decode, audio decode, file encoding).
+outputs noise), the same settings and seed, interleaved A/B pairs (``bench/method.py``). Printed:
+each side's min/median/max, the per-pair ratio ltxserve/diffusers with its spread and verdict
+(the engine should add nothing measurable), whether the frames are identical, the warm-cache
+saving next to the text-encode stage it skips, and ltxserve's split per stage. The stream
+reference is diffusers batched as well as it can be: one call per job with
+``num_videos_per_prompt`` and one generator per result (the prompt encoded once per job).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import method
 import numpy as np
 import torch
 
@@ -68,32 +71,50 @@ def plain_diffusers(engine: Engine, job: GenerationJob) -> tuple[float, np.ndarr
     return elapsed, frames
 
 
-def run_preset(preset: str, repeats: int, root: Path) -> None:
+def run_preset(preset: str, pairs: int, root: Path) -> None:
     model_dir = root / f"model-{preset}"
     if not model_dir.exists():
         save_tiny_model(model_dir, preset)
     settings = Settings(data_dir=root / "data", model_path=str(model_dir))
     engine = Engine.load(settings)
     job = JOB
-    # Warm-up both paths (first-call allocations, oneDNN kernel selection).
-    engine.generate(job)
-    plain_diffusers(engine, job)
+    results: list[Any] = []
 
-    ours: list[float] = []  # cold: caches emptied, every stage computed (the engine's overhead)
-    warm: list[float] = []  # the same prompt again: the text-encoder cache hits (ltxserve default)
-    ref: list[float] = []
-    stages: list[dict[str, float]] = []
-    identical = True
-    for _ in range(repeats):
+    def ours_cold() -> float:
         engine.text_cache.clear()
         engine.enhance_cache.clear()
         t0 = time.perf_counter()
-        (result,) = engine.generate(job)
-        ours.append(time.perf_counter() - t0)
+        results.extend(engine.generate(job))
+        return time.perf_counter() - t0
+
+    def ours_warm() -> float:  # the same prompt again: the text-encoder cache hits
         t0 = time.perf_counter()
-        (again,) = engine.generate(job)
-        warm.append(time.perf_counter() - t0)
-        identical &= bool(np.array_equal(again.frames, result.frames))
+        engine.generate(job)
+        return time.perf_counter() - t0
+
+    reference: list[np.ndarray] = []
+
+    def diffusers() -> float:
+        seconds, frames = plain_diffusers(engine, job)
+        reference.append(frames)
+        return seconds
+
+    j = job
+    print(
+        f"\n[{preset}] {j.width}x{j.height}, {j.duration} s at {j.fps} fps, {j.steps} steps, CFG {j.guidance}"
+    )
+    cold = method.compare(("plain diffusers", diffusers), ("ltxserve, cold caches", ours_cold), pairs)
+    print(cold.report())
+    identical = all(np.array_equal(r.frames, reference[0]) for r in results) and all(
+        np.array_equal(f, reference[0]) for f in reference
+    )
+    print(f"  identical frames: {identical}")
+    warm = method.compare(
+        ("ltxserve, cold caches", ours_cold), ("ltxserve, same prompt again", ours_warm), pairs
+    )
+    print(warm.report())
+    stages: list[dict[str, float]] = []
+    for result in results[-pairs:]:
         t = result.timings
         with tempfile.TemporaryDirectory() as tmp:
             enc = encode_video(Path(tmp) / "o.mp4", result.frames, job.fps, result.audio, result.sample_rate)
@@ -106,25 +127,11 @@ def run_preset(preset: str, repeats: int, root: Path) -> None:
                 "file encode": enc.seconds,
             }
         )
-        seconds, frames = plain_diffusers(engine, job)
-        ref.append(seconds)
-        identical &= bool(np.array_equal(frames, result.frames))
-
-    m_ours, m_ref, m_warm = statistics.median(ours), statistics.median(ref), statistics.median(warm)
-    j = job
-    print(
-        f"\n[{preset}] {j.width}x{j.height}, {j.duration} s at {j.fps} fps, {j.steps} steps, "
-        f"CFG {j.guidance}, {repeats} runs (median)"
-    )
-    print(f"  plain diffusers     {m_ref:8.3f} s")
-    print(f"  ltxserve, cold      {m_ours:8.3f} s   ratio {m_ours / m_ref:.3f} (overhead; target <= 1.02)")
-    print(
-        f"  ltxserve, warm      {m_warm:8.3f} s   ratio {m_warm / m_ref:.3f} (repeated prompt; target <= 1.0)"
-    )
-    print(f"  identical frames    {identical}")
-    print("  ltxserve stages (median s):")
+    saved = warm.a.median - warm.b.median
+    print(f"  warm saves {saved:.3f} s (median) of a text-encode stage of (stages, median [min .. max]):")
     for name in stages[0]:
-        print(f"    {name:<14} {statistics.median(s[name] for s in stages):8.3f}")
+        side = method.Side(name, [s[name] for s in stages])
+        print(f"    {name:<14} {side.spread()}")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,36 +152,70 @@ def mid_engine(root: Path, **overrides: object) -> Engine:
     return Engine.load(settings.model_copy(update=overrides))
 
 
-def run_stream(root: Path) -> None:
-    """8 jobs, two prompts repeated, numberResults=4: ltxserve vs plain diffusers per result."""
+def diffusers_batched(engine: Engine, job: GenerationJob) -> list[np.ndarray]:
+    """diffusers at its best for one job: one call, the prompt encoded once, one generator per result."""
+    pipe = engine.t2v
+    plan = plan_frames(job.duration, job.fps)
+    out = pipe(
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        height=job.height,
+        width=job.width,
+        num_frames=plan.generated_frames,
+        frame_rate=float(job.fps),
+        num_inference_steps=job.steps,
+        num_videos_per_prompt=len(job.seeds),
+        generator=[torch.Generator().manual_seed(s) for s in job.seeds],
+        output_type="np",
+        max_sequence_length=engine.settings.max_sequence_length,
+        **sampler_kwargs(job.guidance),
+    )
+    frames = (np.clip(np.asarray(out.frames), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return [f[: plan.requested_frames] for f in frames]
+
+
+def run_stream(root: Path, pairs: int, jobs_n: int, results_n: int) -> None:
+    """Jobs with numberResults > 1, two prompts repeated: ltxserve vs diffusers batched per job."""
     engine = mid_engine(root)
     prompts = ["a lighthouse at dusk", "a fox in the snow"]
     base = GenerationJob(
         prompt="", width=256, height=192, duration=1, fps=24, steps=8, guidance=4.0, seeds=(0,)
     )
-    jobs = [replace(base, prompt=prompts[i % 2], seeds=tuple(range(10 * i, 10 * i + 4))) for i in range(8)]
-    engine.generate(replace(jobs[0], seeds=(999,)))  # warm-up both paths
-    plain_diffusers(engine, replace(jobs[0], seeds=(999,)))
-    engine.text_cache.clear()
+    jobs = [
+        replace(base, prompt=prompts[i % 2], seeds=tuple(range(10 * i, 10 * i + results_n)))
+        for i in range(jobs_n)
+    ]
+    ours: list[Any] = []
+    ref: list[np.ndarray] = []
 
-    t0 = time.perf_counter()
-    ours = [r for job in jobs for r in engine.generate(job)]
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = [plain_diffusers(engine, replace(job, seeds=(s,)))[1] for job in jobs for s in job.seeds]
-    t_ref = time.perf_counter() - t0
-    worst = min(psnr(a.frames, b) for a, b in zip(ours, ref, strict=True))
-    n = len(ours)
+    def run_ours() -> float:
+        engine.text_cache.clear()
+        ours.clear()
+        t0 = time.perf_counter()
+        ours.extend(r for job in jobs for r in engine.generate(job))
+        return time.perf_counter() - t0
+
+    def run_ref() -> float:
+        ref.clear()
+        t0 = time.perf_counter()
+        ref.extend(f for job in jobs for f in diffusers_batched(engine, job))
+        return time.perf_counter() - t0
+
+    n = jobs_n * results_n
     print(
-        f"\n[stream, mid] 8 jobs x numberResults=4 (2 prompts repeated), {base.width}x{base.height}, "
-        f"{base.duration} s at {base.fps} fps, {base.steps} steps, CFG {base.guidance}"
+        f"\n[stream, mid] {jobs_n} jobs x numberResults={results_n} (2 prompts repeated), "
+        f"{base.width}x{base.height}, {base.duration} s at {base.fps} fps, {base.steps} steps, "
+        f"CFG {base.guidance}"
     )
-    print(f"  plain diffusers, one call per result  {t_ref:8.2f} s  ({n / t_ref * 60:6.1f} results/min)")
-    print(f"  ltxserve engine (batched + caches)    {t_ours:8.2f} s  ({n / t_ours * 60:6.1f} results/min)")
+    cmp = method.compare(
+        ("diffusers batched (num_videos_per_prompt)", run_ref), ("ltxserve engine", run_ours), pairs
+    )
+    print(cmp.report())
+    worst = min(psnr(a.frames, b) for a, b in zip(ours, ref, strict=True))
     print(
-        f"  throughput ratio {t_ref / t_ours:.2f}x (target >= 1.3x); text encodes: "
-        f"{engine.text_cache.stats.misses} for {len(jobs)} jobs; worst PSNR vs per-result {worst:.1f} dB "
-        "(batching is exact to <= 1e-5 in float: tests/engine/test_exactness.py)"
+        f"  results/min: diffusers {n / cmp.a.median * 60:.1f}, ltxserve {n / cmp.b.median * 60:.1f}; "
+        f"worst PSNR ours vs diffusers {worst:.1f} dB (batching is exact to <= 1e-5 in float: "
+        "tests/engine/test_exactness.py)"
     )
 
 
@@ -201,17 +242,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--presets", default="tiny,mid")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=method.DEFAULT_PAIRS)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
+    parser.add_argument("--stream-jobs", type=int, default=4)
+    parser.add_argument("--stream-results", type=int, default=4)
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench"))
     parser.add_argument("--skip", default="", help="comma list of: overhead,stream,quality")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    threads = method.pin_threads(args.threads or None)
+    method.header(threads, f"torch {torch.__version__}, device cpu")
     if "overhead" not in args.skip:
         for preset in args.presets.split(","):
-            run_preset(preset, args.repeats, args.cache)
+            run_preset(preset, args.pairs, args.cache)
     if "stream" not in args.skip:
-        run_stream(args.cache)
+        run_stream(args.cache, args.pairs, args.stream_jobs, args.stream_results)
     if "quality" not in args.skip:
         run_quality(args.cache)
 

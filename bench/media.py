@@ -1,18 +1,17 @@
 """Benchmark ``ltxserve.media.encode_video`` against the ffmpeg binary with the same settings.
 
-Run: ``python bench/media.py [--repeat 3] [--frames 121] [--width 768] [--height 512]``.
+Run: ``python bench/media.py [--pairs 5] [--frames 121] [--width 768] [--height 512]``.
 
 Both sides get the same RGB frames and audio and the same ``EncoderPlan`` (codec, preset/CRF,
 pix_fmt, BT.709 conversion and tags, threads, audio codec/bitrate/rate, faststart); ffmpeg
 reads the frames as rawvideo from a pipe and the audio from a float WAV written beforehand.
-Prints the median wall time of each and ``ratio = ffmpeg / ours`` (>= 0.9 is the target:
-we may be at most ~11% slower than the binary).
+Interleaved pairs (``bench/method.py``): min/median/max of each and ours/ffmpeg per pair with its
+spread and verdict (the target: at most ~11% slower than the binary, ratio <= 1.11).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import imageio_ffmpeg
+import method
 import numpy as np
 
 from ltxserve.media import VideoFormat, encode_video, encoder_plan, probe
@@ -99,7 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=method.DEFAULT_PAIRS)
     parser.add_argument("--frames", type=int, default=121)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--height", type=int, default=512)
@@ -108,14 +108,14 @@ def main() -> int:
         "--formats", nargs="+", default=["MP4", "WEBM"], choices=[f.value for f in VideoFormat]
     )
     args = parser.parse_args()
+    method.header(None, "both encoders use every core (threads 0 = auto), as in service")
 
     frames = make_frames(args.frames, args.height, args.width)
     audio = make_audio(5.0)
     print(
         f"{args.frames} frames {args.width}x{args.height} @ {FPS} fps, {audio.shape[1] / SAMPLE_RATE:.1f} s "
-        f"stereo @ {SAMPLE_RATE} Hz, quality {args.quality}, median of {args.repeat}"
+        f"stereo @ {SAMPLE_RATE} Hz, quality {args.quality}; A = ffmpeg binary, B = ours"
     )
-    rows = []
     with tempfile.TemporaryDirectory(prefix="ltxserve-bench-") as tmp:
         tmpdir = Path(tmp)
         wav = tmpdir / "audio.wav"
@@ -125,37 +125,19 @@ def main() -> int:
             ours_path = tmpdir / f"ours{fmt.extension}"
             ref_path = tmpdir / f"ffmpeg{fmt.extension}"
             cmd = ffmpeg_command(fmt, args.quality, args.width, args.height, wav, ref_path)
-            ours: list[float] = []
-            ref: list[float] = []
-            for i in range(args.repeat):
-                # Alternate who goes first so neither always gets the warm cache.
-                order = ("ours", "ref") if i % 2 == 0 else ("ref", "ours")
-                for who in order:
-                    if who == "ours":
-                        t0 = time.perf_counter()
-                        encode_video(ours_path, frames, FPS, audio, SAMPLE_RATE, fmt, args.quality)
-                        ours.append(time.perf_counter() - t0)
-                    else:
-                        ref.append(run_ffmpeg(cmd, frames))
+
+            def ours(fmt: VideoFormat = fmt, path: Path = ours_path) -> float:
+                return encode_video(path, frames, FPS, audio, SAMPLE_RATE, fmt, args.quality).seconds
+
+            def ref(cmd: list[str] = cmd) -> float:
+                return run_ffmpeg(cmd, frames)
+
+            cmp = method.compare(("ffmpeg binary", ref), ("ltxserve (PyAV)", ours), pairs=args.pairs)
             a, b = probe(ours_path), probe(ref_path)
             if a.frames != args.frames or b.frames != args.frames:
                 raise SystemExit(f"{fmt}: frame count mismatch (ours {a.frames}, ffmpeg {b.frames})")
-            ours_s, ref_s = statistics.median(ours), statistics.median(ref)
-            rows.append((fmt.value, ours_s, ref_s, ref_s / ours_s, a.size, b.size))
-
-    header = ("format", "ours s", "ffmpeg s", "ffmpeg/ours", "ours bytes", "ffmpeg bytes")
-    table = [
-        (name, f"{o:.3f}", f"{r:.3f}", f"{ratio:.2f}", str(os_), str(rs))
-        for name, o, r, ratio, os_, rs in rows
-    ]
-    widths = [max(len(str(row[i])) for row in (header, *table)) for i in range(len(header))]
-    print()
-    print("| " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
-    for row in table:
-        print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
-    worst = min(r[3] for r in rows)
-    print(f"\nworst ratio {worst:.2f} (target >= 0.90): {'OK' if worst >= 0.9 else 'SLOWER THAN TARGET'}")
+            print(f"\n[{fmt.value}] bytes: ours {a.size}, ffmpeg {b.size}")
+            print(cmp.report())
     return 0
 
 

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -24,41 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, interval_s: float = 0.005) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.baseline = self._proc.memory_info().rss
-        self.peak = self.baseline
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self._interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.baseline
-
-
 def run_one(model: str, mode: str, duration: int, fps: int, width: int, height: int) -> dict[str, float]:
     from ltxserve.config import Settings
     from ltxserve.engine import Engine, GenerationJob
+    from ltxserve.testing import PeakRSS
 
     settings = Settings(
         model_path=model, vae_tiling=mode, max_sequence_length=64, data_dir=Path(tempfile.mkdtemp())

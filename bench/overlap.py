@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ltxserve.config import Settings  # noqa: E402
 from ltxserve.engine import Engine  # noqa: E402
 from ltxserve.engine.tiny import save_tiny_model  # noqa: E402
-from tests.api.conftest import free_port, start_server, video_task  # noqa: E402
+from ltxserve.testing import free_port, start_server, video_task  # noqa: E402
 
 MIX: list[dict[str, Any]] = [
     {"width": 512, "height": 320, "duration": 2, "fps": 24, "steps": 4, "outputFormat": "MP4"},

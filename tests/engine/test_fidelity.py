@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,16 +16,7 @@ from ltxserve.config import Settings
 from ltxserve.engine import Engine, GenerationJob, decode
 from ltxserve.presets import DISTILLED_SIGMAS, PRESETS, STAGE_2_SIGMAS, detect_preset_name
 from ltxserve.protocol import ValidationContext, parse_task
-
-# The RSS sampler of bench/memory.py, so the test and the benchmark measure the same way.
-_spec = importlib.util.spec_from_file_location(
-    "bench_memory", Path(__file__).parents[2] / "bench" / "memory.py"
-)
-assert _spec is not None
-assert _spec.loader is not None
-_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bench)
-PeakRSS = _bench.PeakRSS
+from ltxserve.testing import PeakRSS  # the sampler bench/memory.py uses: both measure alike
 
 JOB = GenerationJob(
     prompt="a lighthouse at dusk",
