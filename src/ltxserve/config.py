@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     text_cache_size: int = Field(
         default=64, description="Prompts whose text-encoder outputs (and enhancements) are kept; 0 disables."
     )
+    stream_encode: bool = Field(
+        default=True,
+        description="Encode each result's file while its frames are decoded (a thread per result; the "
+        "file is the same as encoding afterwards). Off: encode once the frames are complete.",
+    )
     batch_results: bool = Field(
         default=True, description="Denoise numberResults > 1 in one batched pipeline call when memory allows."
     )

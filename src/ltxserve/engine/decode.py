@@ -24,9 +24,19 @@ stage (32 channels x 24,000 samples/s x 4 B ~ 61 MB for 20 s), far below the vid
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+#: ``sink(first, frames)``: pixel frames ``first ..`` of the clip, (B, n, H, W, 3) uint8, handed over
+#: in order as soon as they exist (a view the decoder never writes again).
+FrameSink = Callable[[int, np.ndarray], None]
+
+#: Frames converted (and handed to the sink) at a time after a decode: the encoder starts on the
+#: first group while the next ones are converted.
+CONVERT_GROUP = 8
 
 
 def to_uint8(video: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -41,8 +51,24 @@ def to_uint8(video: np.ndarray, inplace: bool = False) -> np.ndarray:
     return work.astype(np.uint8)
 
 
-def _decode_latents(pipe: Any, latents: Any, tiled: bool, dtype: type[np.generic]) -> np.ndarray:
-    """One ``vae.decode`` + postprocessing of ``latents`` (B, C, F, h, w) -> (B, F', H, W, 3)."""
+def frames_uint8(video: Any) -> np.ndarray:
+    """Decoder output (B, 3, F, H, W) in [-1, 1] -> uint8 (B, F, H, W, 3), in place on ``video``.
+
+    Bit-identical to diffusers' ``postprocess_video(output_type="np")`` followed by ``to_uint8``
+    (the same float operations in the same order: denormalize and clamp in the decoder's dtype,
+    then float32 x 255 + 0.5, truncated), without its per-frame loop and clip-sized float copies;
+    on a GPU only uint8 crosses to the host.
+    """
+    import torch
+
+    video.mul_(0.5).add_(0.5).clamp_(0, 1)
+    work = video if video.dtype == torch.float32 else video.float()
+    work.mul_(255.0).add_(0.5)
+    return work.to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+def _vae_decode(pipe: Any, latents: Any, tiled: bool) -> Any:
+    """One ``vae.decode`` of ``latents`` (B, C, F, h, w) -> (B, 3, F', H, W) in [-1, 1]."""
     import torch
 
     vae = pipe.vae
@@ -55,11 +81,26 @@ def _decode_latents(pipe: Any, latents: Any, tiled: bool, dtype: type[np.generic
     if vae.config.timestep_conditioning:  # decode_timestep 0: no decode noise (the pipeline default)
         temb = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
     with torch.no_grad():
-        video = vae.decode(latents.to(vae.dtype), temb, return_dict=False)[0]
-        out = pipe.video_processor.postprocess_video(video, output_type="np")
-    del video
-    frames = np.asarray(out)
-    return to_uint8(frames, inplace=True) if dtype == np.uint8 else frames.astype(dtype, copy=False)
+        return vae.decode(latents.to(vae.dtype), temb, return_dict=False)[0]
+
+
+def _decode_latents(pipe: Any, latents: Any, tiled: bool, dtype: type[np.generic]) -> np.ndarray:
+    """``vae.decode`` + postprocessing of ``latents`` (B, C, F, h, w) -> (B, F', H, W, 3)."""
+    video = _vae_decode(pipe, latents, tiled)
+    if dtype == np.uint8:
+        return frames_uint8(video)
+    out = np.asarray(pipe.video_processor.postprocess_video(video, output_type="np"))
+    return out.astype(dtype, copy=False)
+
+
+def _emit(video: Any, out: np.ndarray, src: int, dst: int, n: int, sink: FrameSink | None) -> None:
+    """Convert decoded frames ``src .. src + n`` into ``out[:, dst .. dst + n]`` in groups, each
+    handed to ``sink`` as soon as it is written."""
+    for g in range(0, n, CONVERT_GROUP):
+        m = min(CONVERT_GROUP, n - g)
+        out[:, dst + g : dst + g + m] = frames_uint8(video[:, :, src + g : src + g + m])
+        if sink is not None:
+            sink(dst + g, out[:, dst + g : dst + g + m])
 
 
 def decode_video(
@@ -72,16 +113,32 @@ def decode_video(
     spatial_tiles: bool = False,
     keep_frames: int | None = None,
     dtype: type[np.generic] = np.uint8,
+    sink: FrameSink | None = None,
+    vae_seconds: list[float] | None = None,
 ) -> np.ndarray:
     """Denormalized video latents (B, C, F, h, w) -> frames (B, keep_frames, H, W, 3).
 
     ``keep_frames`` drops the surplus of the 8k+1 grid; chunks wholly past it are not decoded.
-    ``dtype`` float32 gives the postprocessed [0, 1] floats (for exactness checks).
+    ``dtype`` float32 gives the postprocessed [0, 1] floats (for exactness checks). ``sink``
+    receives the uint8 frames in order as they are converted (a streamed encode starts on them);
+    the frames are the same with or without it. ``vae_seconds`` collects the time of each
+    ``vae.decode`` call (the model's part of the decode; the rest is conversion).
     """
     total = (latents.shape[2] - 1) * pipe.vae_temporal_compression_ratio + 1
     keep = total if keep_frames is None else min(keep_frames, total)
-    if not chunked:
+    if dtype != np.uint8 and sink is not None:
+        raise ValueError("a frame sink takes uint8 frames")
+    if dtype != np.uint8 and not chunked:
         return _decode_latents(pipe, latents, spatial_tiles, dtype)[:, :keep]
+    if not chunked:
+        t0 = time.perf_counter()
+        video = _vae_decode(pipe, latents, spatial_tiles)
+        if vae_seconds is not None:
+            vae_seconds.append(time.perf_counter() - t0)
+        b, _c, _f, h, w = video.shape
+        whole = np.empty((b, keep, h, w, 3), dtype=np.uint8)
+        _emit(video, whole, 0, 0, keep, sink)
+        return whole
     if chunk_frames < 1 or context_frames < 1:
         raise ValueError("chunked decode needs chunk_frames >= 1 and context_frames >= 1")
     ratio = pipe.vae_temporal_compression_ratio
@@ -94,13 +151,19 @@ def decode_video(
         if first >= keep:
             break
         a, b = max(0, start - context_frames), min(n_latent, end + context_frames)
-        frames = _decode_latents(pipe, latents[:, :, a:b], spatial_tiles, dtype)
-        piece = frames[:, first - ratio * a : last - ratio * a + 1]
+        t0 = time.perf_counter()
+        video = _vae_decode(pipe, latents[:, :, a:b], spatial_tiles)
+        if vae_seconds is not None:
+            vae_seconds.append(time.perf_counter() - t0)
         if out is None:
-            out = np.empty((piece.shape[0], keep, *piece.shape[2:]), dtype=dtype)
+            out = np.empty((video.shape[0], keep, video.shape[3], video.shape[4], 3), dtype=dtype)
         stop = min(last + 1, keep)
-        out[:, first:stop] = piece[:, : stop - first]
-        del frames, piece
+        if dtype == np.uint8:
+            _emit(video, out, first - ratio * a, first, stop - first, sink)
+        else:  # exactness checks: diffusers' float postprocessing
+            frames = np.asarray(pipe.video_processor.postprocess_video(video, output_type="np"))
+            out[:, first:stop] = frames[:, first - ratio * a : stop - ratio * a]
+        del video
     assert out is not None
     return out
 

@@ -41,6 +41,7 @@ from ltxserve.engine.types import (
     GenerationResult,
     ModelSource,
     ProgressCallback,
+    ResultSink,
     StageTimings,
 )
 from ltxserve.logs import get_logger, printable
@@ -218,9 +219,10 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         checkpoint: Checkpointing | None = None,
+        sink: ResultSink | None = None,
     ) -> list[GenerationResult]:
         """Run one job; results come back in ``job.seeds`` order."""
-        return [r for batch in self.generate_batches(job, progress, cancel, checkpoint) for r in batch]
+        return [r for batch in self.generate_batches(job, progress, cancel, checkpoint, sink) for r in batch]
 
     def generate_batches(
         self,
@@ -228,17 +230,19 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         checkpoint: Checkpointing | None = None,
+        sink: ResultSink | None = None,
     ) -> Generator[list[GenerationResult], None, None]:
         """Yield results as each pipeline call finishes (all at once when batched).
 
         The worker stores each batch before the next is generated, so a crash keeps what was
         already made. The engine is held for the whole iteration. ``checkpoint``: step
-        checkpoints to take, and the state to resume from (``engine.resume``).
+        checkpoints to take, and the state to resume from (``engine.resume``). ``sink`` gets each
+        result's audio and frames while they are decoded (the same data the results carry).
         """
         if not job.seeds:
             raise ValueError("a job needs at least one seed")
         with self._lock:
-            yield from self._generate(job, progress, cancel, checkpoint)
+            yield from self._generate(job, progress, cancel, checkpoint, sink)
 
     def _generate(
         self,
@@ -246,6 +250,7 @@ class Engine:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
         checkpoint: Checkpointing | None = None,
+        sink: ResultSink | None = None,
     ) -> Generator[list[GenerationResult], None, None]:
         # 1. plan frames, batching and tiling (raises CapacityError before any work)
         run = self.plan(job)
@@ -281,6 +286,7 @@ class Engine:
         start = self._resume_state(checkpoint, key, groups)
         if checkpoint is not None:
             checkpoint.restart_clock(start.progress if start is not None else 0)
+        first_index = 0
         for g, seeds in enumerate(groups):
             done_before = g * run.steps
 
@@ -292,17 +298,21 @@ class Engine:
             if checkpoint is not None:
                 state = start if start is not None and list(start.seeds) == seeds else None
                 group_ck = _GroupCheckpoints(checkpoint, key, tuple(seeds), done_before, state)
-            frames, audio, stage = self._call(pipe, job, run, seeds, embeds, on_step, cancel, group_ck)
+            frames, audio, stage = self._call(
+                pipe, job, run, seeds, embeds, on_step, cancel, group_ck, sink, first_index
+            )
+            first_index += len(seeds)
             timings.denoise += stage.denoise
             timings.video_decode += stage.video_decode
+            timings.vae_decode += stage.vae_decode
             timings.audio_decode += stage.audio_decode
-            # 5. exact length: drop surplus frames, fit audio to the duration
+            # 5. exact length: drop surplus frames (audio was fitted to the duration in _call)
             yield [
                 GenerationResult(
                     seed=seed,
                     frames=frames[i, : run.frames.requested_frames],
                     fps=job.fps,
-                    audio=fit_audio(audio[i], self.sample_rate, job.duration) if audio is not None else None,
+                    audio=audio[i] if audio is not None else None,
                     sample_rate=self.sample_rate,
                     prompt=prompt,
                     timings=timings,
@@ -440,8 +450,11 @@ class Engine:
         on_step: Any,
         cancel: threading.Event | None,
         ck: _GroupCheckpoints | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None, StageTimings]:
-        """Denoise (one or two stages) to latents, then decode them (``engine.decode``).
+        sink: ResultSink | None = None,
+        first_index: int = 0,
+    ) -> tuple[np.ndarray, list[np.ndarray] | None, StageTimings]:
+        """Denoise (one or two stages) to latents, then decode them (``engine.decode``): audio
+        first (small), so a sink can start each file before the video frames arrive.
 
         With ``ck`` it checkpoints as it goes and, given a state of this group, continues it:
         finished stages are skipped, a stage in progress resumes at its saved step."""
@@ -501,8 +514,28 @@ class Engine:
                 ck.stage_done(2, first.steps + refine.steps, video, audio, generators)
         stage.denoise = time.perf_counter() - t0
 
-        # c. decode: the whole clip at once, or time chunks streamed into the uint8 frames
+        # c. audio decode, fitted to the exact duration, then handed to the sink
+        audio_np: list[np.ndarray] | None = None
+        if job.audio:
+            t0 = time.perf_counter()
+            decoded = decode.decode_audio(pipe, audio)
+            audio_np = [fit_audio(a, self.sample_rate, job.duration) for a in decoded]
+            stage.audio_decode = time.perf_counter() - t0
+        frame_sink: decode.FrameSink | None = None
+        if sink is not None:
+            for i, seed in enumerate(seeds):
+                sink.start(
+                    first_index + i, seed, audio_np[i] if audio_np else None, self.sample_rate, job.fps
+                )
+
+            def frame_sink(_first: int, chunk: np.ndarray) -> None:
+                for i in range(chunk.shape[0]):
+                    sink.frames(first_index + i, chunk[i])
+
+        # d. video decode: the whole clip at once, or time chunks, converted to uint8 frames in
+        #    groups that go to the sink as soon as they exist
         t0 = time.perf_counter()
+        vae_seconds: list[float] = []
         frames_u8 = decode.decode_video(
             pipe,
             video,
@@ -511,13 +544,11 @@ class Engine:
             context_frames=self.settings.decode_context_frames,
             spatial_tiles=run.tiled_decode,
             keep_frames=run.frames.requested_frames,
+            sink=frame_sink,
+            vae_seconds=vae_seconds,
         )
         stage.video_decode = time.perf_counter() - t0
-        audio_np = None
-        if job.audio:
-            t0 = time.perf_counter()
-            audio_np = decode.decode_audio(pipe, audio)
-            stage.audio_decode = time.perf_counter() - t0
+        stage.vae_decode = sum(vae_seconds)
         return frames_u8, audio_np, stage
 
     def _denoise(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,6 +58,8 @@ class StageTimings:
     denoise: float = 0.0
     video_decode: float = 0.0
     audio_decode: float = 0.0
+    #: the ``vae.decode`` calls within ``video_decode`` (the rest: conversion to uint8 frames)
+    vae_decode: float = 0.0
 
     @property
     def total(self) -> float:
@@ -79,3 +81,16 @@ class GenerationResult:
 
 #: ``progress(step, total_steps)``; called after every denoising step.
 ProgressCallback = Callable[[int, int], None]
+
+
+class ResultSink(Protocol):
+    """Takes results while they are decoded (a streamed file encode), from the engine's thread.
+
+    ``index`` is the result's position in ``job.seeds``. ``start`` comes first, with the audio
+    exactly as the result will carry it; then ``frames`` in order, (n, H, W, 3) uint8 views the
+    engine never writes again, ``job.num_frames`` in all.
+    """
+
+    def start(self, index: int, seed: int, audio: np.ndarray | None, sample_rate: int, fps: int) -> None: ...
+
+    def frames(self, index: int, chunk: np.ndarray) -> None: ...

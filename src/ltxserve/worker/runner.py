@@ -29,7 +29,7 @@ from ltxserve.config import Settings
 from ltxserve.db.models import Task, TaskStatus, utcnow
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationResult
 from ltxserve.logs import get_logger
-from ltxserve.media.encode import VideoFormat, encode_video
+from ltxserve.media.encode import EncodeAborted, StreamingEncode, VideoFormat, encode_video
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
 from ltxserve.protocol.errors import unsupported
 from ltxserve.queue import TableQueue, TaskQueue
@@ -158,8 +158,10 @@ class Worker:
         ttl: int,
         safety_mode: SafetyMode,
         blog: Any,
+        encoded: StreamingEncode | None = None,
     ) -> None:
-        # Safety first: a result that must fail is never written anywhere.
+        # Safety first: a result that must fail is never stored (a streamed encode's temporary
+        # file is dropped with the task's temporary directory).
         nsfw: bool | None = None
         if safety_mode != "none":
             verdict = await asyncio.to_thread(
@@ -189,7 +191,7 @@ class Worker:
         # The videoUUID was fixed at submission: every attempt writes the same key (no orphans).
         video_uuid = row.video_uuid or str(uuid.uuid4())
         key = video_key(video_uuid, fmt)
-        await self._store_video(result, fmt, quality, key)
+        await self._store_video(result, fmt, quality, key, encoded)
         stored = await self.store.finish_result(
             row.id,
             video_uuid=video_uuid,
@@ -206,7 +208,22 @@ class Worker:
             stored_row = next(r for r in task.results if r.id == row.id)
             await self.service.deliver_result(task, stored_row)
 
-    async def _store_video(self, result: GenerationResult, fmt: VideoFormat, quality: int, key: str) -> None:
+    async def _store_video(
+        self,
+        result: GenerationResult,
+        fmt: VideoFormat,
+        quality: int,
+        key: str,
+        encoded: StreamingEncode | None = None,
+    ) -> None:
+        if encoded is not None:  # encoded while it was decoded: wait for the file's last bytes
+            t0 = time.perf_counter()
+            video = await asyncio.to_thread(encoded.result)
+            t1 = time.perf_counter()
+            metrics.STAGE_SECONDS.labels("encode").observe(t1 - t0)
+            await self.service.blobs.put_file(key, video.path, fmt.content_type)
+            metrics.STAGE_SECONDS.labels("store").observe(time.perf_counter() - t1)
+            return
         with tempfile.TemporaryDirectory(prefix="ltxserve-") as tmp:
             path = Path(tmp) / f"out{fmt.extension}"
             t0 = time.perf_counter()
@@ -263,9 +280,12 @@ class _TaskRun:
             task_uuid=task.task_uuid, task_id=task.id, attempt=task.attempts, worker=worker.id
         )
         self.cancel = threading.Event()
-        self.results: asyncio.Queue[tuple[Any, GenerationResult] | None] = asyncio.Queue(maxsize=1)
+        self.results: asyncio.Queue[tuple[Any, GenerationResult, StreamingEncode | None] | None] = (
+            asyncio.Queue(maxsize=1)
+        )
         self.error: BaseException | None = None
         self.model: VideoInferenceTask | None = None
+        self.sink: _EncodeSink | None = None
         self.started = time.perf_counter()
         self.beat = asyncio.create_task(worker._heartbeat(task, self.cancel))
         metrics.TASK_ATTEMPTS.inc()
@@ -292,8 +312,11 @@ class _TaskRun:
         # 2. generate in a thread; progress comes back through the loop, throttled
         loop = asyncio.get_running_loop()
         progress = _Progress(worker, task, loop, done=len(task.results) - len(pending))
-        batches = worker.engine.generate_batches(job, progress, self.cancel)
+        if worker.settings.stream_encode:
+            self.sink = _EncodeSink(VideoFormat(model.output_format), model.output_quality)
+        batches = worker.engine.generate_batches(job, progress, self.cancel, sink=self.sink)
         rows = iter(pending)
+        index = 0
         try:
             while True:
                 t0 = time.perf_counter()
@@ -314,7 +337,9 @@ class _TaskRun:
                 )
                 # 3. hand each result to the finisher (waits while it is still busy: bounded memory)
                 for result in batch:
-                    await self.results.put((next(rows), result))
+                    encoded = self.sink.close(index) if self.sink is not None else None
+                    index += 1
+                    await self.results.put((next(rows), result, encoded))
         finally:
             await asyncio.to_thread(batches.close)
 
@@ -325,7 +350,7 @@ class _TaskRun:
             while (item := await self.results.get()) is not None:
                 if failure is not None:
                     continue  # draining after a failure: the generator is being stopped
-                row, result = item
+                row, result, encoded = item
                 assert self.model is not None
                 try:
                     await worker._finish_result(
@@ -336,12 +361,15 @@ class _TaskRun:
                         self.model.ttl or worker.settings.default_ttl_s,
                         self.model.safety.effective_mode,
                         blog,
+                        encoded,
                     )
                 except Exception as exc:
                     failure = exc
                     self.cancel.set()
             await self._conclude(failure or self.error)
         finally:
+            if self.sink is not None:
+                await asyncio.to_thread(self.sink.discard)
             self.beat.cancel()
             seconds = time.perf_counter() - self.started
             metrics.STAGE_SECONDS.labels("total").observe(seconds)
@@ -375,6 +403,47 @@ class _TaskRun:
                 await worker._fail(task, ErrorCode.INFERENCE_ERROR, f"generation failed: {error}")
         else:
             raise error  # CancelledError, KeyboardInterrupt: not ours to swallow
+
+
+class _EncodeSink:
+    """The engine's ``ResultSink``: one streamed file encode per result, started at its audio and
+    fed its frames while they are decoded, in a temporary directory kept until the task ends."""
+
+    def __init__(self, fmt: VideoFormat, quality: int) -> None:
+        self.fmt = fmt
+        self.quality = quality
+        self._tmp = tempfile.TemporaryDirectory(prefix="ltxserve-")
+        self._encodes: dict[int, StreamingEncode] = {}
+        self._handed: set[int] = set()
+
+    def start(self, index: int, seed: int, audio: Any, sample_rate: int, fps: int) -> None:
+        path = Path(self._tmp.name) / f"{index}-{seed}{self.fmt.extension}"
+        self._encodes[index] = StreamingEncode(path, fps, audio, sample_rate, self.fmt, self.quality)
+
+    def frames(self, index: int, chunk: Any) -> None:
+        self._encodes[index].put(chunk)
+
+    def close(self, index: int) -> StreamingEncode | None:
+        """All frames of result ``index`` are in: let its encode finish."""
+        encode = self._encodes.get(index)
+        if encode is not None:
+            encode.close()
+            self._handed.add(index)
+        return encode
+
+    def discard(self) -> None:
+        """End of the attempt: stop unfinished encodes (generation failed) and drop the files."""
+        for encode in self._encodes.values():
+            encode.abort(None)
+        for index, encode in self._encodes.items():
+            try:
+                encode.result()
+            except EncodeAborted:
+                pass  # stopped here, because generation did not finish
+            except Exception as exc:
+                if index not in self._handed:  # a handed-over encode reports through its result
+                    log.warning("streamed encode failed", index=index, error=repr(exc))
+        self._tmp.cleanup()
 
 
 class _Progress:

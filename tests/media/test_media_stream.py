@@ -1,0 +1,70 @@
+"""Streamed encode: frames fed while they are made give the same file as encoding them afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+from media_samples import SAMPLE_RATE, noisy_frames, stereo_sine
+
+from ltxserve.media import VideoFormat, encode_video
+from ltxserve.media.encode import EncodeAborted, StreamingEncode, encoder_plan, x264_preset
+
+
+@pytest.mark.parametrize("fmt", list(VideoFormat))
+def test_streamed_encode_writes_the_same_bytes(fmt: VideoFormat, tmp_path: Path) -> None:
+    frames = noisy_frames(30, 64, 96)
+    audio = stereo_sine(30 / 24)
+    whole = encode_video(tmp_path / f"whole{fmt.extension}", frames, 24, audio, SAMPLE_RATE, fmt, 90)
+    stream = StreamingEncode(tmp_path / f"stream{fmt.extension}", 24, audio, SAMPLE_RATE, fmt, 90)
+    for start in range(0, 30, 7):  # uneven chunks, as a chunked decode hands them over
+        stream.put(frames[start : start + 7])
+    stream.close()
+    streamed = stream.result(timeout=60)
+    assert streamed.num_frames == whole.num_frames == 30
+    if fmt is not VideoFormat.WEBM:  # Matroska writes a random segment UID: compare the streams
+        assert streamed.path.read_bytes() == whole.path.read_bytes()
+    assert _decoded(streamed.path) == _decoded(whole.path)
+
+
+def _decoded(path: Path) -> tuple[bytes, bytes]:
+    """Every decoded video frame (RGB) and audio sample, concatenated."""
+    video, sound = [], []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            video.append(frame.to_ndarray(format="rgb24").tobytes())
+        container.seek(0)
+        for aframe in container.decode(audio=0):
+            sound.append(aframe.to_ndarray().tobytes())
+    assert video
+    assert sound
+    return b"".join(video), b"".join(sound)
+
+
+def test_aborted_stream_leaves_no_file(tmp_path: Path) -> None:
+    stream = StreamingEncode(tmp_path / "out.mp4", 24, None, SAMPLE_RATE)
+    stream.put(noisy_frames(5, 32, 32))
+    stream.abort(RuntimeError("generation failed"))
+    with pytest.raises(EncodeAborted):
+        stream.result(timeout=60)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_frame_of_another_size_is_refused(tmp_path: Path) -> None:
+    stream = StreamingEncode(tmp_path / "out.mp4", 24, None, SAMPLE_RATE)
+    stream.put(noisy_frames(3, 32, 32))
+    stream.put(noisy_frames(1, 32, 48))
+    stream.close()
+    with pytest.raises(ValueError, match="frame 3"):
+        stream.result(timeout=60)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preset_follows_the_machine_and_quality_does_not() -> None:
+    assert x264_preset(2) == "veryfast"
+    assert x264_preset(64) == "fast"
+    small = encoder_plan(VideoFormat.MP4, 95, preset=x264_preset(2))
+    large = encoder_plan(VideoFormat.MP4, 95, preset=x264_preset(64))
+    assert small.video_options["crf"] == large.video_options["crf"]
+    assert (small.audio_codec, small.audio_bitrate) == (large.audio_codec, large.audio_bitrate)
