@@ -238,6 +238,7 @@ def serve(
     import uvicorn
 
     from ltxserve.api.app import create_app
+    from ltxserve.api.server import server_config
     from ltxserve.runtime import Runtime
 
     settings = _settings()
@@ -246,16 +247,7 @@ def serve(
     if port is not None:
         settings.port = port
     runtime = Runtime.build(settings, with_worker=worker)
-    uvicorn.run(
-        create_app(runtime),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        # Above the app's own limit, so an oversized message gets a requestTooLarge reply, not a
-        # closed socket.
-        ws_max_size=4 * settings.max_body_bytes,
-        timeout_graceful_shutdown=None,
-    )
+    uvicorn.Server(server_config(create_app(runtime), settings)).run()
 
 
 @app.command()

@@ -212,6 +212,58 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, description="Largest input image (decoded pixels).")
     upload_ttl_s: int = Field(default=86_400, description="Lifetime of imageUpload files.")
 
+    # --- abuse limits (credentials first, bytes later) --------------------------------------
+    preauth_body_bytes: int = Field(
+        default=64 * 1024,
+        description="Largest REST body without an Authorization header (an `authentication` task first in "
+        "the array is small); larger ones get 413 requestTooLarge before they are read. Send the key in "
+        "the header to send up to max_body_bytes.",
+    )
+    parse_off_loop_bytes: int = Field(
+        default=256 * 1024,
+        description="Messages larger than this are decoded and validated in a thread, so one large body "
+        "does not stall other clients.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        description="Time a client has to send a request's complete headers (from connecting, or from "
+        "the first byte of a keep-alive request); then the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        description="Time a client has to send a whole request body once its headers arrived; slower "
+        "requests get 408 requestTimeout and are closed.",
+    )
+    keep_alive_s: int = Field(
+        default=5, description="Idle HTTP keep-alive connections are closed after this many seconds."
+    )
+    ws_auth_timeout_s: float = Field(
+        default=10.0,
+        description="A WebSocket must authenticate within this time of connecting (pings do not count), "
+        "else it is closed with code 1008.",
+    )
+    ws_preauth_message_bytes: int = Field(
+        default=64 * 1024,
+        description="Largest WebSocket message before authentication; a larger one closes the socket "
+        "(1009) before it is buffered. After authentication: 4 x max_body_bytes (larger than "
+        "max_body_bytes gets a requestTooLarge reply).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        description="Open connections (HTTP and WebSocket) one `ltxserve serve` process holds; more are "
+        "answered 503 and closed.",
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        description="Open connections from one client IP address; more are answered 429 and closed. "
+        "Behind a reverse proxy every client has the proxy's address: raise this and limit at the proxy.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=20,
+        description="Failed authentications one client IP address may make per minute; after that its "
+        "authentication attempts get 429 rateLimitExceeded until the minute has passed.",
+    )
+
     # --- scale-out: queue, migrations, object storage, metrics ------------------------------
     queue_backend: Literal["auto", "table", "procrastinate"] = Field(
         default="auto",

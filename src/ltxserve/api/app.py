@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ltxserve import __version__
-from ltxserve.api import files, health, playground, rest, websocket
+from ltxserve.api import files, guard, health, playground, rest, websocket
 from ltxserve.api.dispatch import Dispatcher
 from ltxserve.protocol import ValidationContext
 from ltxserve.runtime import Runtime
@@ -42,10 +42,17 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.state.dispatcher = Dispatcher(runtime.service)
+    throttle = guard.AuthThrottle(runtime.settings.auth_failures_per_minute)
+    app.state.dispatcher = Dispatcher(runtime.service, throttle)
     app.state.validation = ValidationContext.from_settings(runtime.settings)
     for module in (rest, websocket, files, health, playground):
         app.include_router(module.router)
+
+    async def key_is_valid(token: str) -> bool:
+        return await runtime.service.authenticate(token) is not None
+
+    # Credentials first: bodies, messages and time before authentication are bounded out here.
+    app.add_middleware(guard.Guard, settings=runtime.settings, authenticate=key_is_valid, throttle=throttle)
 
     default_openapi = app.openapi
 

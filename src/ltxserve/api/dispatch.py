@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltxserve.api.guard import AuthThrottle, auth_error
 from ltxserve.db.models import ApiKey
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
@@ -30,6 +31,8 @@ from ltxserve.service.core import Service
 
 log = get_logger(__name__)
 
+__all__ = ["Dispatcher", "Outcome", "auth_error"]
+
 
 @dataclass
 class Outcome:
@@ -38,17 +41,21 @@ class Outcome:
     accepted: list[str] = field(default_factory=list)  # taskUUIDs of accepted videoInference tasks
 
 
-def auth_error(code: str, message: str) -> ErrorDetail:
-    return ErrorDetail(code, message, "apiKey", "authentication")
-
-
 class Dispatcher:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, throttle: AuthThrottle | None = None) -> None:
         self.service = service
+        self.throttle = throttle
 
-    async def authenticate(self, api_key: str) -> ApiKey:
+    async def authenticate(self, api_key: str, client: str = "unknown") -> ApiKey:
+        """The key's row; failures count against the client's address (``AuthThrottle``)."""
+        if self.throttle is not None:
+            wait = self.throttle.retry_after(client)
+            if wait is not None:
+                raise RunwareError(self.throttle.error(client, wait))
         key = await self.service.authenticate(api_key)
         if key is None:
+            if self.throttle is not None:
+                self.throttle.failed(client)
             raise RunwareError(auth_error(ErrorCode.INVALID_API_KEY, "Invalid API key."))
         return key
 
@@ -57,8 +64,10 @@ class Dispatcher:
         tasks: list[tuple[TaskModel | None, list[ErrorDetail]]],
         key: ApiKey | None,
         session_uuid: str,
+        client: str = "unknown",
     ) -> tuple[Outcome, ApiKey | None]:
-        """Handle tasks in order; an authentication task in the batch authenticates the rest."""
+        """Handle tasks in order; an authentication task in the batch authenticates the rest
+        (a failed one leaves the rest unauthenticated, whatever key came before)."""
         out = Outcome()
         for task, errors in tasks:
             if task is None:
@@ -66,7 +75,8 @@ class Dispatcher:
                 continue
             try:
                 if isinstance(task, AuthenticationTask):
-                    key = await self.authenticate(task.api_key)
+                    key = None
+                    key = await self.authenticate(task.api_key, client)
                     out.data.append(authentication_item(task.connection_session_uuid or session_uuid))
                 elif isinstance(task, PingTask):
                     out.data.append(pong_item())

@@ -8,11 +8,13 @@ and are reached through the accessors below, so routes are plain module-level fu
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
 from ltxserve.api.dispatch import Dispatcher, auth_error
+from ltxserve.api.guard import client_address
 from ltxserve.db.models import ApiKey
 from ltxserve.protocol import (
     ErrorCode,
@@ -54,19 +56,26 @@ def too_large(size: int, limit: int) -> Rejected:
     return Rejected([detail], 413)
 
 
-def read_tasks(conn: HTTPConnection, data: bytes | str) -> list[TaskResult] | Rejected:
-    """Size check, JSON decode and parse of one REST body or WebSocket message."""
+async def read_tasks(conn: HTTPConnection, data: bytes | str) -> list[TaskResult] | Rejected:
+    """Size check, JSON decode and parse of one REST body or WebSocket message; a large one
+    (over ``parse_off_loop_bytes``) in a thread, so it does not stall other clients."""
     settings = runtime(conn).settings
     if len(data) > settings.max_body_bytes:
         return too_large(len(data), settings.max_body_bytes)
-    raw, problem = decode_json(data)
-    if problem is not None:
-        return Rejected([problem], 400)
     ctx: ValidationContext = conn.app.state.validation
-    tasks, request_errors = parse_request(raw, ctx)
-    if request_errors:
-        return Rejected(request_errors, http_status(request_errors))
-    return tasks
+
+    def parse() -> list[TaskResult] | Rejected:
+        raw, problem = decode_json(data)
+        if problem is not None:
+            return Rejected([problem], 400)
+        tasks, request_errors = parse_request(raw, ctx)
+        if request_errors:
+            return Rejected(request_errors, http_status(request_errors))
+        return tasks
+
+    if len(data) > settings.parse_off_loop_bytes:
+        return await asyncio.to_thread(parse)
+    return parse()
 
 
 async def bearer_key(conn: HTTPConnection) -> ApiKey | Rejected | None:
@@ -83,6 +92,6 @@ async def bearer_key(conn: HTTPConnection) -> ApiKey | Rejected | None:
         error = auth_error(ErrorCode.INVALID_API_KEY, "The Authorization header must be 'Bearer <key>'.")
         return Rejected([error], 401)
     try:
-        return await dispatcher(conn).authenticate(token.strip())
+        return await dispatcher(conn).authenticate(token.strip(), client_address(conn.scope))
     except RunwareError as exc:
-        return Rejected(exc.errors, 401)
+        return Rejected(exc.errors, exc.status)

@@ -8,6 +8,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ltxserve.api.guard import client_address
 from ltxserve.api.prelude import Rejected, bearer_key, dispatcher, read_tasks, runtime, too_large
 from ltxserve.protocol import http_status, reply, request_json_schema
 
@@ -43,12 +44,12 @@ async def run_tasks(request: Request) -> Response:
         body.extend(chunk)
         if len(body) > limit:  # stop reading: the rest of an oversized body is never buffered
             return _rejected(too_large(len(body), limit))
-    tasks = read_tasks(request, bytes(body))
+    tasks = await read_tasks(request, bytes(body))
     if isinstance(tasks, Rejected):
         return _rejected(tasks)
-    key = await bearer_key(request)
+    key = await bearer_key(request)  # checked by the guard before the body; here the cached row
     if isinstance(key, Rejected):
         return _rejected(key)
-    out, _ = await dispatcher(request).run(tasks, key, str(uuid.uuid4()))
+    out, _ = await dispatcher(request).run(tasks, key, str(uuid.uuid4()), client_address(request.scope))
     status = 200 if out.data else http_status(out.errors)
     return json_response(reply(out.data, out.errors), status)

@@ -1,6 +1,7 @@
 """WebSocket ``/v1``: Runware's streaming transport (task arrays in, acks and pushed results out).
 
-A connection authenticates once (an ``authentication`` task) and stays authenticated; results of
+A connection authenticates with an ``authentication`` task and stays authenticated while its key
+is active (checked before every message, through the auth cache); results of
 the ``videoInference`` tasks it submitted are pushed as they finish, progress too when asked.
 """
 
@@ -15,9 +16,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from ltxserve.api import guard
+from ltxserve.api.dispatch import auth_error
 from ltxserve.api.prelude import Rejected, dispatcher, read_tasks, runtime
 from ltxserve.db.models import ApiKey
-from ltxserve.protocol import processing_item, reply
+from ltxserve.protocol import ErrorCode, processing_item, reply
 from ltxserve.service.events import TaskEvent
 
 router = APIRouter()
@@ -32,6 +35,13 @@ async def websocket(ws: WebSocket) -> None:
     unsubscribe: list[Callable[[], None]] = []
     key: ApiKey | None = None
     session_uuid = str(uuid.uuid4())
+    client = guard.client_address(ws.scope)
+
+    def drop_pushes() -> None:
+        for off in unsubscribe:
+            off()
+        unsubscribe.clear()
+
     try:
         while True:
             message = await ws.receive()
@@ -40,14 +50,28 @@ async def websocket(ws: WebSocket) -> None:
             data = message.get("text")
             if data is None:
                 data = (message.get("bytes") or b"").decode("utf-8", "replace")
-            tasks = read_tasks(ws, data)
+            if key is not None and await service.active_key(key) is None:
+                # Revoked since this socket authenticated (seen within auth_cache_s): the socket
+                # is unauthenticated from here on and its pushes stop.
+                key = None
+                drop_pushes()
+                guard.deauthenticated(ws.scope)
+                revoked = auth_error(ErrorCode.INVALID_API_KEY, "This API key was revoked.")
+                await conn.send(reply(errors=[revoked]))
+            tasks = await read_tasks(ws, data)
             if isinstance(tasks, Rejected):
                 await conn.send(reply(errors=tasks.errors))
                 continue
             # Hold the socket while dispatching: a push for a task accepted here must not
             # overtake its ack (runware 0.5.24 would take the pushed result for the ack).
             async with conn.lock:
-                out, key = await dispatcher(ws).run(tasks, key, session_uuid)
+                had_key = key is not None
+                out, key = await dispatcher(ws).run(tasks, key, session_uuid, client)
+                if key is not None:
+                    guard.authenticated(ws.scope)
+                elif had_key:  # a failed re-authentication: the old key is gone too
+                    drop_pushes()
+                    guard.deauthenticated(ws.scope)
                 for task_uuid in out.accepted:
                     assert key is not None
                     off = await service.subscribe(key, task_uuid, conn.push)
@@ -57,8 +81,7 @@ async def websocket(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        for off in unsubscribe:
-            off()
+        drop_pushes()
 
 
 class _Connection:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import joinedload
@@ -86,6 +86,27 @@ def retry_db(
 
 class TaskConflict(Exception):
     """The API key already used this taskUUID."""
+
+
+@dataclass(frozen=True)
+class SubmitLimits:
+    """Queued + running tasks one key may have, and queued tasks across all keys."""
+
+    per_key: int
+    queue: int
+
+
+class LimitReached(Exception):
+    """A submit would exceed ``SubmitLimits``; ``which`` is ``key`` or ``queue``."""
+
+    def __init__(self, which: str, limit: int) -> None:
+        super().__init__(f"{which} limit {limit} reached")
+        self.which = which
+        self.limit = limit
+
+
+#: pg_advisory_xact_lock id serializing submits cluster-wide while they count and insert.
+SUBMIT_LOCK_ID = 0x6C7478_0001
 
 
 def new_webhook_secret() -> str:
@@ -209,6 +230,19 @@ class Store:
             self._auth_cache[digest] = (time.monotonic() + self.auth_cache_s, row)
         return row
 
+    async def active_key(self, key_id: str) -> ApiKey | None:
+        """The key's current row while it is not revoked, through the same short cache as
+        ``authenticate``: an open WebSocket re-checks its key with this before every message."""
+        slot = f"id:{key_id}"
+        cached = self._auth_cache.get(slot)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        async with self.sessions() as s:
+            row = await s.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+        if row is not None and self.auth_cache_s > 0:
+            self._auth_cache[slot] = (time.monotonic() + self.auth_cache_s, row)
+        return row
+
     async def rotate_webhook_secret(self, ident: str) -> str | None:
         """A new signing secret for the key (by id or prefix); the old one stops working."""
         self._auth_cache.clear()
@@ -235,8 +269,13 @@ class Store:
         request: dict[str, Any],
         results: list[NewResult],
         enqueue: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
+        limits: SubmitLimits | None = None,
     ) -> Task:
         """Persist a task and its result rows (and enqueue it) in one transaction.
+
+        With ``limits`` the same transaction first takes a lock the database provides (SQLite:
+        ``BEGIN IMMEDIATE``, the write lock; PostgreSQL: a transaction-scoped advisory lock),
+        then counts, so concurrent submits cannot all see room for one more (``LimitReached``).
 
         Each result gets its videoUUID now, like its seed: every attempt writes the same object
         key, so a retried task overwrites rather than leaving a second copy, and a result is
@@ -255,6 +294,8 @@ class Store:
         hook = enqueue or self.enqueue
         try:
             async with self.session() as s:
+                if limits is not None:
+                    await self._check_limits(s, api_key_id, limits)
                 s.add(task)
                 await s.flush()
                 if hook is not None:
@@ -262,6 +303,24 @@ class Store:
         except IntegrityError as exc:
             raise TaskConflict(task_uuid) from exc
         return task
+
+    async def _check_limits(self, s: AsyncSession, api_key_id: str, limits: SubmitLimits) -> None:
+        if self.is_sqlite:
+            await s.execute(text("BEGIN IMMEDIATE"))  # the first statement: write lock before counting
+        else:
+            await s.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK_ID)))
+        active = await s.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(Task.api_key_id == api_key_id, Task.status.in_(ACTIVE))
+        )
+        if int(active or 0) >= limits.per_key:
+            raise LimitReached("key", limits.per_key)
+        queued = await s.scalar(
+            select(func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)
+        )
+        if int(queued or 0) >= limits.queue:
+            raise LimitReached("queue", limits.queue)
 
     async def find_task(self, api_key_id: str, task_uuid: str) -> Task | None:
         """One query, results joined in (getResponse polls this on every request)."""

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_TASK_TYPE = "unsupportedTaskType"
     INVALID_REQUEST = "invalidRequest"
     REQUEST_TOO_LARGE = "requestTooLarge"
+    REQUEST_TIMEOUT = "requestTimeout"
     CAPACITY_EXCEEDED = "capacityExceeded"
 
 
@@ -92,6 +93,7 @@ _STATUS_BY_CODE: dict[str, int] = {
     ErrorCode.TASK_NOT_FOUND: 404,
     ErrorCode.RATE_LIMIT_EXCEEDED: 429,
     ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.INTERNAL_SERVER_ERROR: 500,
     ErrorCode.INFERENCE_ERROR: 500,
     ErrorCode.SERVICE_UNAVAILABLE: 503,

@@ -14,7 +14,7 @@ from typing import Any
 from ltxserve.blobs.base import BlobStore
 from ltxserve.config import Settings
 from ltxserve.db.models import ApiKey, Result, Task, TaskStatus
-from ltxserve.db.repository import NewResult, Store, TaskConflict
+from ltxserve.db.repository import LimitReached, NewResult, Store, SubmitLimits, TaskConflict
 from ltxserve.delivery import Deliverer, webhook_body
 from ltxserve.engine.capacity import CapacityError
 from ltxserve.engine.types import GenerationJob
@@ -38,7 +38,7 @@ from ltxserve.protocol import (
     video_success_item,
 )
 from ltxserve.protocol.errors import invalid, unsupported
-from ltxserve.service.events import EventBus, Listener, TaskEvent
+from ltxserve.service.events import CANCEL_EVENT, EventBus, Listener, TaskEvent
 from ltxserve.service.images import ImageResolver, frame_image_parameter, upload_key
 
 log = get_logger(__name__)
@@ -95,6 +95,11 @@ class Service:
         """The active key for a secret (None: unknown or revoked)."""
         return await self.store.authenticate(api_key)
 
+    async def active_key(self, key: ApiKey) -> ApiKey | None:
+        """``key``'s current row, None once revoked (as cached as ``authenticate``): open
+        WebSockets ask before every message, so revocation and rotation reach them."""
+        return await self.store.active_key(key.id)
+
     async def subscribe(self, key: ApiKey, task_uuid: str, listener: Listener) -> Callable[[], None] | None:
         """Send a task's events (progress, results) to ``listener``; returns the unsubscribe
         function, or None when the key has no such task."""
@@ -108,20 +113,12 @@ class Service:
     async def submit(self, key: ApiKey, task: VideoInferenceTask) -> dict[str, Any]:
         """Validate what needs the server (limits, image, capacity), persist, enqueue, ack."""
         blog = log.bind(task_uuid=task.task_uuid, api_key=key.prefix)
-        # 1. limits: per key, then the whole queue
+        # 1. limits: per key, then the whole queue (checked early to spare the work below;
+        #    enforced again, atomically, when the task is inserted)
         if await self.store.count_active(key.id) >= self.settings.max_active_tasks_per_key:
-            raise RunwareError(
-                self._error(
-                    task,
-                    ErrorCode.RATE_LIMIT_EXCEEDED,
-                    f"This API key already has {self.settings.max_active_tasks_per_key} tasks queued or "
-                    "running; wait for one to finish.",
-                )
-            )
+            raise RunwareError(self._limit_error(task, "key"))
         if await self.store.count_queued() >= self.settings.max_queue_length:
-            raise RunwareError(
-                self._error(task, ErrorCode.RATE_LIMIT_EXCEEDED, "The server's queue is full; retry later.")
-            )
+            raise RunwareError(self._limit_error(task, "queue"))
         # 2. delivery targets must pass the same address policy as image URLs
         for parameter, url in (("webhookURL", task.webhook_url), ("uploadEndpoint", task.upload_endpoint)):
             if url is not None and self.http is not None:
@@ -168,7 +165,10 @@ class Service:
                 task.task_type,
                 request,
                 [NewResult(seed=s, cost=cost) for s in seeds],
+                limits=SubmitLimits(self.settings.max_active_tasks_per_key, self.settings.max_queue_length),
             )
+        except LimitReached as exc:
+            raise RunwareError(self._limit_error(task, exc.which)) from None
         except TaskConflict:
             raise RunwareError(
                 self._error(
@@ -256,6 +256,8 @@ class Service:
         updated = await self.store.request_cancel(task.id)
         if updated is not None and updated.status == TaskStatus.CANCELLED:
             await self.publish_results(updated)
+        elif updated is not None and updated.status not in TaskStatus.TERMINAL:
+            await self.bus.publish(TaskEvent(updated.id, CANCEL_EVENT))  # the worker stops at once
         return Reply([{"taskType": "taskCancel", "taskUUID": task_uuid}], [])
 
     async def publish_results(self, task: Task) -> None:
@@ -336,6 +338,16 @@ class Service:
             "operation": "delete",
             "mediaUUID": task.media_uuid,
         }
+
+    def _limit_error(self, task: VideoInferenceTask, which: str) -> ErrorDetail:
+        if which == "key":
+            message = (
+                f"This API key already has {self.settings.max_active_tasks_per_key} tasks queued or "
+                "running; wait for one to finish."
+            )
+        else:
+            message = "The server's queue is full; retry later."
+        return self._error(task, ErrorCode.RATE_LIMIT_EXCEEDED, message)
 
     def _error(
         self, task: VideoInferenceTask, code: str, message: str, parameter: str | None = None

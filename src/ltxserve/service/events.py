@@ -21,9 +21,13 @@ from ltxserve.logs import get_logger
 log = get_logger(__name__)
 
 
+#: A running task was cancelled: its worker stops at the next denoising step.
+CANCEL_EVENT = "cancel"
+
+
 @dataclass(frozen=True)
 class TaskEvent:
-    """``kind`` is ``progress`` or ``result``; ``task_id`` is the store's internal id."""
+    """``kind`` is ``progress``, ``result`` or ``cancel``; ``task_id`` is the store's internal id."""
 
     task_id: str
     kind: str

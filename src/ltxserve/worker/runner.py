@@ -35,7 +35,7 @@ from ltxserve.protocol.errors import unsupported
 from ltxserve.queue import TableQueue, TaskQueue
 from ltxserve.safety import NSFWChecker, SafetyMode, check_video
 from ltxserve.service.core import Service, video_key
-from ltxserve.service.events import TaskEvent
+from ltxserve.service.events import CANCEL_EVENT, TaskEvent
 
 log = get_logger(__name__)
 
@@ -288,10 +288,20 @@ class _TaskRun:
         self.sink: _EncodeSink | None = None
         self.started = time.perf_counter()
         self.beat = asyncio.create_task(worker._heartbeat(task, self.cancel))
+        # taskCancel reaches the engine at once (in-process, or NOTIFY from another node); it
+        # stops at its next denoising step. The heartbeat remains the fallback (a lost NOTIFY).
+        self.stop_listening = worker.service.bus.subscribe(task.id, self._on_event)
+        if task.cancel_requested:
+            self.cancel.set()
         metrics.TASK_ATTEMPTS.inc()
         if task.attempts == 1 and task.started_at is not None:
             wait = (task.started_at - task.created_at).total_seconds()
             metrics.STAGE_SECONDS.labels("queue_wait").observe(max(wait, 0.0))
+
+    async def _on_event(self, event: TaskEvent) -> None:
+        if event.kind == CANCEL_EVENT and not self.cancel.is_set():
+            self.blog.info("cancel requested; stopping at the next step")
+            self.cancel.set()
 
     async def generate(self) -> None:
         worker, task, blog = self.worker, self.task, self.blog
@@ -371,6 +381,7 @@ class _TaskRun:
             if self.sink is not None:
                 await asyncio.to_thread(self.sink.discard)
             self.beat.cancel()
+            self.stop_listening()
             seconds = time.perf_counter() - self.started
             metrics.STAGE_SECONDS.labels("total").observe(seconds)
             blog.info("task attempt ended", seconds=round(seconds, 3))
