@@ -587,8 +587,8 @@ class Engine:
             return {}
 
         kwargs: dict[str, Any] = {
-            "prompt_embeds": embeds["pos"].repeat(n, 1, 1),
-            "prompt_attention_mask": embeds["pos_mask"].repeat(n, 1),
+            "prompt_embeds": _per_result(embeds["pos"], n),
+            "prompt_attention_mask": _per_result(embeds["pos_mask"], n),
             "width": size[0],
             "height": size[1],
             "num_frames": run.frames.generated_frames,
@@ -605,8 +605,8 @@ class Engine:
         if sampling.sigmas is not None:
             kwargs["sigmas"] = list(sampling.sigmas)
         if sampling.cfg:
-            kwargs["negative_prompt_embeds"] = embeds["neg"].repeat(n, 1, 1)
-            kwargs["negative_prompt_attention_mask"] = embeds["neg_mask"].repeat(n, 1)
+            kwargs["negative_prompt_embeds"] = _per_result(embeds["neg"], n)
+            kwargs["negative_prompt_attention_mask"] = _per_result(embeds["neg_mask"], n)
         if job.image is not None:
             kwargs["image"] = self._condition_image(job)
         with ExitStack() as stack:
@@ -704,6 +704,12 @@ def _fixed_schedule(pipe: Any, sampling: Sampling) -> Iterator[None]:
         yield
     finally:
         pipe.scheduler = original
+
+
+def _per_result(tensor: Any, n: int) -> Any:
+    """Text-encoder outputs for ``n`` results: one prompt's repeated, or one row per result
+    already (prompts of several requests batched together, ``engine.together``)."""
+    return tensor if tensor.shape[0] == n else tensor.repeat(n, *[1] * (tensor.dim() - 1))
 
 
 def _halvings(n: int) -> list[int]:
