@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ltxserve.config import Settings, get_settings
+from ltxserve.config import Settings, env_name, get_settings
 from ltxserve.logs import configure, printable
 
 # No rich tracebacks: they print local variables (settings with secrets) and bury the message.
@@ -237,11 +237,13 @@ def serve(
     """Serve the Runware-compatible API (and, by default, generate in the same process)."""
     import uvicorn
 
+    from ltxserve import tracing
     from ltxserve.api.app import create_app
     from ltxserve.api.server import server_config
     from ltxserve.runtime import Runtime
 
     settings = _settings()
+    tracing.configure(settings, "embedded" if worker else "api")
     if host is not None:
         settings.host = host
     if port is not None:
@@ -259,9 +261,11 @@ def worker() -> None:
     """
     import signal
 
+    from ltxserve import tracing
     from ltxserve.runtime import Runtime
 
     settings = _settings()
+    tracing.configure(settings, "worker")
 
     async def run() -> int:
         runtime = Runtime.build(settings, role="worker")
@@ -419,7 +423,8 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         parts = []
         for err in exc.errors():
-            name = "LTXSERVE_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = env_name(field) if field in Settings.model_fields else field
             parts.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
         return "invalid setting: " + "; ".join(parts) + " (fix the environment variable or .env)"
     if isinstance(exc, SchemaOutdated):

@@ -23,7 +23,9 @@ SECRET: dict[str, Any] = {"secret": True}
 class Settings(BaseSettings):
     """ltxserve settings; the docs' settings table (docs/settings.md) is generated from these descriptions."""
 
-    model_config = SettingsConfigDict(env_prefix="LTXSERVE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LTXSERVE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # --- paths -------------------------------------------------------------------------------
     data_dir: Path = Field(
@@ -341,6 +343,21 @@ class Settings(BaseSettings):
         default="flag", description="flag: report NSFWContent; fail: end the result with nsfwContentDetected."
     )
 
+    # --- tracing: OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_RESOURCE_ATTRIBUTES,
+    # OTEL_TRACES_SAMPLER, ... are read by the OpenTelemetry SDK itself) ---------------------
+    otel_traces_exporter: Literal["none", "otlp", "console"] = Field(
+        default="none",
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="OpenTelemetry traces: none (off, the default here), otlp (OTLP over HTTP to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or console (JSON on stdout). "
+        "One trace per task: API request, queue, worker stages, deliveries.",
+    )
+    otel_service_name: str = Field(
+        default="ltxserve",
+        validation_alias="OTEL_SERVICE_NAME",
+        description="service.name of the spans this process exports.",
+    )
+
     def preset(self) -> ModelPreset:
         """``model_preset``, or (``auto``) the preset the checkpoint's name implies."""
         return resolve_preset(self.model_preset, self.model_path)
@@ -362,7 +379,7 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default
         shown = "unset" if default is None else f"`{default}`"
-        rows.append(f"| `LTXSERVE_{name.upper()}` | {shown} | {field.description or ''} |")
+        rows.append(f"| `{env_name(name)}` | {shown} | {field.description or ''} |")
     return "\n".join(rows)
 
 
@@ -376,6 +393,12 @@ def update_settings_page(path: Path) -> bool:
     if new != text:
         path.write_text(new)
     return new != text
+
+
+def env_name(name: str) -> str:
+    """The environment variable of setting ``name``: LTXSERVE_<NAME>, or a standard one (OTEL_*)."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"LTXSERVE_{name.upper()}"
 
 
 def is_secret(name: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ltxserve.config import Settings, is_secret
+from ltxserve.config import Settings, env_name, is_secret
 
 K8S_DIR = Path("deploy/k8s/base")
 
@@ -55,7 +55,7 @@ def settings_env() -> str:
     for name, field in Settings.model_fields.items():
         if is_secret(name):
             continue
-        var = f"LTXSERVE_{name.upper()}"
+        var = env_name(name)
         value = CLUSTER_VALUES.get(name, field.default)
         lines.append(f"# {field.description or ''}")
         lines.append(f"# {var}=" if value is None else f"{var}={env_value(value)}")
@@ -71,7 +71,7 @@ def secrets_example() -> str:
     for name, field in Settings.model_fields.items():
         if is_secret(name):
             lines.append(f"# {field.description}")
-            lines.append(f"LTXSERVE_{name.upper()}=")
+            lines.append(f"{env_name(name)}=")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ltxserve.config import Settings
+from ltxserve.config import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -44,7 +44,7 @@ def test_compose_services_settings_and_commands() -> None:
     compose = _compose()
     services = compose["services"]
     assert {"postgres", "s3", "migrate", "api", "worker"} <= set(services)
-    fields = {f"LTXSERVE_{name.upper()}" for name in Settings.model_fields}
+    fields = {env_name(name) for name in Settings.model_fields}
     for name, service in services.items():
         env = service.get("environment") or {}
         unknown = {k for k in env if k.startswith("LTXSERVE_")} - fields

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from ltxserve import manifests
-from ltxserve.config import Settings, is_secret
+from ltxserve.config import Settings, env_name, is_secret
 from ltxserve.queue.postgres import QUEUE, ProcrastinateQueue
 from tests.scaleout.conftest import sqlalchemy_url
 
@@ -78,7 +78,7 @@ def test_configmap_reads_back_as_the_intended_settings(monkeypatch: pytest.Monke
         monkeypatch.setenv(key, value)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     for name, field in Settings.model_fields.items():
-        var = f"LTXSERVE_{name.upper()}"
+        var = env_name(name)
         if is_secret(name):
             assert var not in env, f"{var} is a secret: it belongs in the Secret"
             continue
@@ -89,7 +89,7 @@ def test_configmap_reads_back_as_the_intended_settings(monkeypatch: pytest.Monke
         for line in (K8S / "base" / "secrets.env.example").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    assert secret_keys == [f"LTXSERVE_{n.upper()}" for n in Settings.model_fields if is_secret(n)]
+    assert secret_keys == [env_name(n) for n in Settings.model_fields if is_secret(n)]
     assert "LTXSERVE_DATABASE_URL" in secret_keys
 
 
@@ -199,9 +199,7 @@ def test_keda_scaled_object() -> None:
         "sslmode",
     }
     assert all(isinstance(v, str) for v in meta.values())  # KEDA metadata is a map of strings
-    assert meta["connectionFromEnv"] in {
-        f"LTXSERVE_{n.upper()}" for n in Settings.model_fields if is_secret(n)
-    }
+    assert meta["connectionFromEnv"] in {env_name(n) for n in Settings.model_fields if is_secret(n)}
     assert f"queue_name = '{QUEUE}'" in meta["query"]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -88,7 +88,10 @@ async def test_database_made_by_create_all_is_adopted(tmp_path: Path) -> None:
     """A data dir from before migrations: stamped at the baseline, then upgraded, data kept."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
     store = Store(url)
-    await store.create_all()
+    # what create_all made then: the baseline schema (0001) without alembic's version table
+    await migrate.upgrade(store.engine, migrate.BASELINE)
+    async with store.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE alembic_version"))
     _, key, _ = await store.create_key("old")
     await store.migrate()
     assert await store.authenticate(key) is not None

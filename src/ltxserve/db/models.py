@@ -110,6 +110,8 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # W3C trace context of the API's submit span (ltxserve.tracing), continued by workers
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
     results: Mapped[list[Result]] = relationship(
         back_populates="task", order_by="Result.index", lazy="selectin", cascade="all, delete-orphan"
@@ -186,3 +188,4 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # the task's

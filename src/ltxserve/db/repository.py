@@ -270,6 +270,7 @@ class Store:
         results: list[NewResult],
         enqueue: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
         limits: SubmitLimits | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> Task:
         """Persist a task and its result rows (and enqueue it) in one transaction.
 
@@ -290,6 +291,7 @@ class Store:
             results=[
                 Result(index=i, seed=r.seed, cost=r.cost, video_uuid=new_id()) for i, r in enumerate(results)
             ],
+            trace_context=trace_context,
         )
         hook = enqueue or self.enqueue
         try:

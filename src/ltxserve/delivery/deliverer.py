@@ -20,7 +20,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from ltxserve import metrics
+from ltxserve import metrics, tracing
 from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
 from ltxserve.db.models import Delivery, utcnow
@@ -76,9 +76,11 @@ class Deliverer:
         body: str | None = None,
         blob_key: str | None = None,
         content_type: str | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> None:
         now = utcnow()
         row = Delivery(
+            trace_context=trace_context,
             task_id=task_id,
             result_id=result_id,
             kind=kind,
@@ -111,6 +113,12 @@ class Deliverer:
         return len(due)
 
     async def attempt(self, d: Delivery) -> None:
+        """One attempt, as a span of the task's trace (``webhook`` or ``upload``)."""
+        with tracing.span(d.kind, tracing.parent(d.trace_context), delivery__attempt=d.attempts) as span:
+            outcome = await self._attempt(d)
+            span.set_attribute("delivery.outcome", outcome)
+
+    async def _attempt(self, d: Delivery) -> str:
         dlog = log.bind(delivery_id=d.id, task_id=d.task_id, kind=d.kind, attempt=d.attempts)
         try:
             if d.kind == "webhook":
@@ -125,21 +133,22 @@ class Deliverer:
                 dlog.warning("delivery failed, will retry", error=reason, retry_at=at.isoformat())
                 metrics.DELIVERIES.labels(d.kind, "retry").inc()
                 await self.store.delivery_retry(d.id, at, reason)
-            else:
-                dlog.error("delivery gave up", error=reason, url=d.url)
-                metrics.DELIVERIES.labels(d.kind, "failed").inc()
-                await self.store.delivery_failed(d.id, reason)
-            return
+                return "retry"
+            dlog.error("delivery gave up", error=reason, url=d.url)
+            metrics.DELIVERIES.labels(d.kind, "failed").inc()
+            await self.store.delivery_failed(d.id, reason)
+            return "failed"
         except Exception as exc:  # a bug: keep the row retryable, and say so loudly
             dlog.exception("delivery attempt crashed")
             metrics.DELIVERIES.labels(d.kind, "retry").inc()
             await self.store.delivery_retry(
                 d.id, utcnow() + timedelta(seconds=backoff_delay(d.attempts)), repr(exc)
             )
-            return
+            return "retry"
         dlog.info("delivered", url=d.url)
         metrics.DELIVERIES.labels(d.kind, "delivered").inc()
         await self.store.delivery_done(d.id)
+        return "delivered"
 
     async def _post_webhook(self, d: Delivery) -> None:
         assert d.body is not None

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ltxserve import tracing
 from ltxserve.config import Settings
 from ltxserve.engine import accel, decode, resume, two_stage
 from ltxserve.engine.cache import LRUCache, image_digest
@@ -265,7 +266,8 @@ class Engine:
         prompt = job.prompt
         if job.enhance_prompt:
             t0 = time.perf_counter()
-            prompt = self.enhance(job)
+            with tracing.span("enhance"):
+                prompt = self.enhance(job)
             timings.enhance = time.perf_counter() - t0
             log.info(
                 "prompt enhanced",
@@ -276,7 +278,8 @@ class Engine:
 
         # 3. encode the prompt once for every result (and the negative only under guidance)
         t0 = time.perf_counter()
-        embeds = self.encode(prompt, job.negative_prompt, cfg)
+        with tracing.span("text_encode"):
+            embeds = self.encode(prompt, job.negative_prompt, cfg)
         timings.text_encode = time.perf_counter() - t0
 
         # 4. denoise + decode: one batched call, or one call per result
@@ -475,9 +478,23 @@ class Engine:
         if state is not None and (state.stage > 1 or state.finished):
             video, audio = state.video, state.audio  # stage 1 done (or skipped: stage 2 in progress)
         else:
-            video, audio = self._denoise(
-                pipe, job, run, first, size, generators, embeds, on_step, cancel, stage=1, ck=ck, state=state
-            )
+            with tracing.span(
+                "denoise", steps=first.steps, width=size[0], height=size[1], results=len(seeds)
+            ):
+                video, audio = self._denoise(
+                    pipe,
+                    job,
+                    run,
+                    first,
+                    size,
+                    generators,
+                    embeds,
+                    on_step,
+                    cancel,
+                    stage=1,
+                    ck=ck,
+                    state=state,
+                )
             if ck is not None:
                 ck.stage_done(1, first.steps, video, audio, generators)
         # b. two-stage: x2 latent upsampling, re-noise to the first refine sigma, refine at full size
@@ -488,12 +505,16 @@ class Engine:
             in_refine = state if state is not None and state.stage == 2 else None
             extra: dict[str, Any] = {}
             if in_refine is None:
-                extra = {
-                    "latents": two_stage.upsample(self.upsampler, video),
-                    "audio_latents": audio,
-                    "noise_scale": refine.sigmas[0],
-                }
-            with two_stage.refine_weights(pipe.transformer, self.distilled_lora):
+                with tracing.span("upsample"):
+                    extra = {
+                        "latents": two_stage.upsample(self.upsampler, video),
+                        "audio_latents": audio,
+                        "noise_scale": refine.sigmas[0],
+                    }
+            with (
+                tracing.span("denoise", stage="refine", steps=refine.steps, width=job.width),
+                two_stage.refine_weights(pipe.transformer, self.distilled_lora),
+            ):
                 video, audio = self._denoise(
                     pipe,
                     job,
@@ -518,7 +539,8 @@ class Engine:
         audio_np: list[np.ndarray] | None = None
         if job.audio:
             t0 = time.perf_counter()
-            decoded = decode.decode_audio(pipe, audio)
+            with tracing.span("audio_decode"):
+                decoded = decode.decode_audio(pipe, audio)
             audio_np = [fit_audio(a, self.sample_rate, job.duration) for a in decoded]
             stage.audio_decode = time.perf_counter() - t0
         frame_sink: decode.FrameSink | None = None
@@ -536,17 +558,18 @@ class Engine:
         #    groups that go to the sink as soon as they exist
         t0 = time.perf_counter()
         vae_seconds: list[float] = []
-        frames_u8 = decode.decode_video(
-            pipe,
-            video,
-            chunked=run.tiled_decode,
-            chunk_frames=run.chunk_frames,
-            context_frames=self.settings.decode_context_frames,
-            spatial_tiles=run.tiled_decode,
-            keep_frames=run.frames.requested_frames,
-            sink=frame_sink,
-            vae_seconds=vae_seconds,
-        )
+        with tracing.span("video_decode", chunked=run.tiled_decode, streamed=sink is not None):
+            frames_u8 = decode.decode_video(
+                pipe,
+                video,
+                chunked=run.tiled_decode,
+                chunk_frames=run.chunk_frames,
+                context_frames=self.settings.decode_context_frames,
+                spatial_tiles=run.tiled_decode,
+                keep_frames=run.frames.requested_frames,
+                sink=frame_sink,
+                vae_seconds=vae_seconds,
+            )
         stage.video_decode = time.perf_counter() - t0
         stage.vae_decode = sum(vae_seconds)
         return frames_u8, audio_np, stage

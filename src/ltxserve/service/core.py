@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ltxserve import tracing
 from ltxserve.blobs.base import BlobStore
 from ltxserve.config import Settings
 from ltxserve.db.models import ApiKey, Result, Task, TaskStatus
@@ -111,7 +112,19 @@ class Service:
     # --- videoInference ---------------------------------------------------------------------
 
     async def submit(self, key: ApiKey, task: VideoInferenceTask) -> dict[str, Any]:
-        """Validate what needs the server (limits, image, capacity), persist, enqueue, ack."""
+        """Validate what needs the server (limits, image, capacity), persist, enqueue, ack.
+
+        Its span (under the HTTP request's) heads the task's trace; its context is stored on the row."""
+        with tracing.span(
+            "videoInference", task__uuid=task.task_uuid, task__results=task.number_results
+        ) as span:
+            try:
+                return await self._submit(key, task)
+            except RunwareError as exc:
+                span.set_attribute("error.code", str(exc.errors[0].code) if exc.errors else "")
+                raise
+
+    async def _submit(self, key: ApiKey, task: VideoInferenceTask) -> dict[str, Any]:
         blog = log.bind(task_uuid=task.task_uuid, api_key=key.prefix)
         # 1. limits: per key, then the whole queue (checked early to spare the work below;
         #    enforced again, atomically, when the task is inserted)
@@ -166,6 +179,7 @@ class Service:
                 request,
                 [NewResult(seed=s, cost=cost) for s in seeds],
                 limits=SubmitLimits(self.settings.max_active_tasks_per_key, self.settings.max_queue_length),
+                trace_context=tracing.carrier(),
             )
         except LimitReached as exc:
             raise RunwareError(self._limit_error(task, exc.which)) from None
@@ -273,7 +287,12 @@ class Service:
             for r, error in zip(failed, reply.errors, strict=True):
                 body = webhook_body(error.to_wire(), self.settings.webhook_envelope, error=True)
                 await self.deliverer.enqueue(
-                    task_id=task.id, result_id=r.id, kind="webhook", url=webhook, body=body
+                    task_id=task.id,
+                    result_id=r.id,
+                    kind="webhook",
+                    url=webhook,
+                    body=body,
+                    trace_context=task.trace_context,
                 )
 
     async def deliver_result(self, task: Task, result: Result) -> None:
@@ -285,7 +304,12 @@ class Service:
             item = self.success_item(task, result, bool(task.request.get("includeCost")))
             body = webhook_body(item, self.settings.webhook_envelope)
             await self.deliverer.enqueue(
-                task_id=task.id, result_id=result.id, kind="webhook", url=webhook, body=body
+                task_id=task.id,
+                result_id=result.id,
+                kind="webhook",
+                url=webhook,
+                body=body,
+                trace_context=task.trace_context,
             )
         if upload and result.storage_key:
             fmt = VideoFormat(task.request.get("outputFormat", "MP4"))
@@ -296,6 +320,7 @@ class Service:
                 url=upload,
                 blob_key=result.storage_key,
                 content_type=fmt.content_type,
+                trace_context=task.trace_context,
             )
 
     # --- imageUpload ------------------------------------------------------------------------

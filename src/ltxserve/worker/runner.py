@@ -24,11 +24,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ltxserve import metrics
+from ltxserve import metrics, tracing
 from ltxserve.config import Settings
 from ltxserve.db.models import Task, TaskStatus, utcnow
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationResult
-from ltxserve.logs import get_logger
+from ltxserve.logs import get_logger, printable
 from ltxserve.media.encode import EncodeAborted, StreamingEncode, VideoFormat, encode_video
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
 from ltxserve.protocol.errors import unsupported
@@ -110,17 +110,19 @@ class Worker:
             return
         await self._room()
         run = _TaskRun(self, task)
-        finisher = asyncio.create_task(run.finish(), name=f"finish-{task.task_uuid}")
-        self.busy = True
-        metrics.WORKER_BUSY.set(1)
-        try:
-            await run.generate()
-        except BaseException as exc:  # the finisher decides what the failure means for the task
-            run.error = exc
-        finally:
-            await run.results.put(None)
-            self.busy = False
-            metrics.WORKER_BUSY.set(0)
+        # The attempt's span is current for the generator and (copied at creation) the finisher.
+        with tracing.use(run.span):
+            finisher = asyncio.create_task(run.finish(), name=f"finish-{task.task_uuid}")
+            self.busy = True
+            metrics.WORKER_BUSY.set(1)
+            try:
+                await run.generate()
+            except BaseException as exc:  # the finisher decides what the failure means for the task
+                run.error = exc
+            finally:
+                await run.results.put(None)
+                self.busy = False
+                metrics.WORKER_BUSY.set(0)
         if self.overlap:
             self._finishing.add(finisher)
             finisher.add_done_callback(self._finishing.discard)
@@ -164,14 +166,15 @@ class Worker:
         # file is dropped with the task's temporary directory).
         nsfw: bool | None = None
         if safety_mode != "none":
-            verdict = await asyncio.to_thread(
-                check_video,
-                result.frames,
-                result.fps,
-                safety_mode,
-                self.checker,
-                self.settings.nsfw_threshold,
-            )
+            with tracing.span("safety", safety__mode=safety_mode):
+                verdict = await asyncio.to_thread(
+                    check_video,
+                    result.frames,
+                    result.fps,
+                    safety_mode,
+                    self.checker,
+                    self.settings.nsfw_threshold,
+                )
             nsfw = verdict.nsfw
             blog.info(
                 "safety checked",
@@ -218,28 +221,32 @@ class Worker:
     ) -> None:
         if encoded is not None:  # encoded while it was decoded: wait for the file's last bytes
             t0 = time.perf_counter()
-            video = await asyncio.to_thread(encoded.result)
+            with tracing.span("encode", format=fmt.value, quality=quality, streamed=True):
+                video = await asyncio.to_thread(encoded.result)
             t1 = time.perf_counter()
             metrics.STAGE_SECONDS.labels("encode").observe(t1 - t0)
-            await self.service.blobs.put_file(key, video.path, fmt.content_type)
+            with tracing.span("store", key=key):
+                await self.service.blobs.put_file(key, video.path, fmt.content_type)
             metrics.STAGE_SECONDS.labels("store").observe(time.perf_counter() - t1)
             return
         with tempfile.TemporaryDirectory(prefix="ltxserve-") as tmp:
             path = Path(tmp) / f"out{fmt.extension}"
             t0 = time.perf_counter()
-            await asyncio.to_thread(
-                encode_video,
-                path,
-                result.frames,
-                result.fps,
-                result.audio,
-                result.sample_rate,
-                fmt,
-                quality,
-            )
+            with tracing.span("encode", format=fmt.value, quality=quality, streamed=False):
+                await asyncio.to_thread(
+                    encode_video,
+                    path,
+                    result.frames,
+                    result.fps,
+                    result.audio,
+                    result.sample_rate,
+                    fmt,
+                    quality,
+                )
             t1 = time.perf_counter()
             metrics.STAGE_SECONDS.labels("encode").observe(t1 - t0)
-            await self.service.blobs.put_file(key, path, fmt.content_type)
+            with tracing.span("store", key=key):
+                await self.service.blobs.put_file(key, path, fmt.content_type)
             metrics.STAGE_SECONDS.labels("store").observe(time.perf_counter() - t1)
 
     async def _heartbeat(self, task: Task, cancel: threading.Event) -> None:
@@ -294,9 +301,20 @@ class _TaskRun:
         if task.cancel_requested:
             self.cancel.set()
         metrics.TASK_ATTEMPTS.inc()
+        # The task's trace, continued from the row: the queue wait, then this attempt.
+        trace_parent = tracing.parent(task.trace_context)
         if task.attempts == 1 and task.started_at is not None:
             wait = (task.started_at - task.created_at).total_seconds()
             metrics.STAGE_SECONDS.labels("queue_wait").observe(max(wait, 0.0))
+            queued = tracing.start("queue", trace_parent, start_time=task.created_at)
+            tracing.end(queued, end_time=task.started_at)
+        self.span = tracing.start(
+            "attempt",
+            trace_parent,
+            task__uuid=task.task_uuid,
+            task__attempt=task.attempts,
+            worker__id=worker.id,
+        )
 
     async def _on_event(self, event: TaskEvent) -> None:
         if event.kind == CANCEL_EVENT and not self.cancel.is_set():
@@ -327,31 +345,33 @@ class _TaskRun:
         batches = worker.engine.generate_batches(job, progress, self.cancel, sink=self.sink)
         rows = iter(pending)
         index = 0
-        try:
-            while True:
-                t0 = time.perf_counter()
-                batch = await asyncio.to_thread(next, batches, None)
-                if batch is None:
-                    break
-                metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
-                t = batch[0].timings
-                blog.info(
-                    "generated",
-                    results=len(batch),
-                    enhance_s=round(t.enhance, 3),
-                    text_encode_s=round(t.text_encode, 3),
-                    denoise_s=round(t.denoise, 3),
-                    video_decode_s=round(t.video_decode, 3),
-                    audio_decode_s=round(t.audio_decode, 3),
-                    prompt=batch[0].prompt if job.enhance_prompt else None,
-                )
-                # 3. hand each result to the finisher (waits while it is still busy: bounded memory)
-                for result in batch:
-                    encoded = self.sink.close(index) if self.sink is not None else None
-                    index += 1
-                    await self.results.put((next(rows), result, encoded))
-        finally:
-            await asyncio.to_thread(batches.close)
+        # the engine's stage spans (enhance, text_encode, denoise, decode) nest in this one
+        with tracing.span("generate", results=len(pending)):
+            try:
+                while True:
+                    t0 = time.perf_counter()
+                    batch = await asyncio.to_thread(next, batches, None)
+                    if batch is None:
+                        break
+                    metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
+                    t = batch[0].timings
+                    blog.info(
+                        "generated",
+                        results=len(batch),
+                        enhance_s=round(t.enhance, 3),
+                        text_encode_s=round(t.text_encode, 3),
+                        denoise_s=round(t.denoise, 3),
+                        video_decode_s=round(t.video_decode, 3),
+                        audio_decode_s=round(t.audio_decode, 3),
+                        prompt=printable(batch[0].prompt) if job.enhance_prompt else None,
+                    )
+                    # 3. hand each result to the finisher (waits while it is still busy: bounded memory)
+                    for result in batch:
+                        encoded = self.sink.close(index) if self.sink is not None else None
+                        index += 1
+                        await self.results.put((next(rows), result, encoded))
+            finally:
+                await asyncio.to_thread(batches.close)
 
     async def finish(self) -> None:
         worker, blog = self.worker, self.blog
@@ -378,6 +398,7 @@ class _TaskRun:
                     self.cancel.set()
             await self._conclude(failure or self.error)
         finally:
+            tracing.end(self.span, failure or self.error)
             if self.sink is not None:
                 await asyncio.to_thread(self.sink.discard)
             self.beat.cancel()
