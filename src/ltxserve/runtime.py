@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,18 @@ Role = Literal["all", "api", "worker"]
 METRICS_REFRESH_S = 5.0
 
 
+def private_data_dir(settings: Settings) -> None:
+    """Files this process creates are its owner's only (umask 077: the SQLite file holds webhook
+    secrets, uploads are other clients' images), and so is ``data_dir``, also when it exists."""
+    os.umask(0o077)
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # not ours (a mounted volume): leave it as it is
+        data.chmod(0o700)
+        for db_file in data.glob("ltxserve.db*"):
+            db_file.chmod(0o600)
+
+
 def database_url(settings: Settings) -> str:
     if settings.database_url:
         url = settings.database_url
@@ -42,7 +55,7 @@ def database_url(settings: Settings) -> str:
             if url.startswith(prefix):
                 url = "postgresql+psycopg://" + url.removeprefix(prefix)
         return url
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(settings)
     return f"sqlite+aiosqlite:///{settings.data_dir.resolve() / 'ltxserve.db'}"
 
 
@@ -70,6 +83,7 @@ class Runtime:
         role: Role | None = None,
     ) -> Runtime:
         role = role or ("all" if with_worker else "api")
+        private_data_dir(settings)
         store = Store(database_url(settings), retry_s=settings.db_retry_s, auth_cache_s=settings.auth_cache_s)
         queue = build_queue(settings, store)
         if queue.name != "table":
@@ -152,17 +166,21 @@ class Runtime:
         await self.store.close()
 
     async def readiness(self) -> dict[str, str]:
+        """Component name -> ``ok`` / ``error`` / ``loading``; why a check failed goes to the log
+        only (exception text can name hosts, paths and databases)."""
         checks: dict[str, str] = {}
         try:
             await self.store.ping()
             checks["store"] = "ok"
         except Exception as exc:
-            checks["store"] = f"error: {exc}"
+            log.warning("readiness: database check failed", error=str(exc))
+            checks["store"] = "error"
         try:
             await self.blobs.ping()
             checks["storage"] = "ok"
         except Exception as exc:
-            checks["storage"] = f"error: {exc}"
+            log.warning("readiness: storage check failed", error=str(exc))
+            checks["storage"] = "error"
         if self.with_worker:
             checks["model"] = "ok" if self.worker is not None else "loading"
         return checks

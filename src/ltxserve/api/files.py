@@ -7,6 +7,8 @@ are stable, need no client access to the bucket, and die with their result's ``t
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
@@ -14,16 +16,31 @@ from ltxserve.api.prelude import runtime
 from ltxserve.blobs import BlobNotFound, BlobStore, RangeNotSatisfiable, StorageUnavailable
 
 CACHE_CONTROL = "private, max-age=3600"
-CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime", ".png": "image/png"}
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".webp": "image/webp",
+}
 
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/files/{key:path}")
+#: The only names ltxserve gives files: a folder, a UUID, a known extension. Anything else (NUL
+#: bytes, over-long or nested names, traversal) is answered 404 before it reaches a filesystem.
+FILE_NAME = re.compile(
+    r"(?:videos|uploads)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.[a-z0-9]{3,4})"
+)
+
+
+@router.api_route("/files/{key:path}", methods=["GET", "HEAD"])
 async def files(key: str, request: Request) -> Response:
     """A result video or an uploaded image: from local disk, or proxied from object storage."""
-    suffix = "." + key.rsplit(".", 1)[-1].lower() if "." in key else ""
-    if not key.startswith(("videos/", "uploads/")) or suffix not in CONTENT_TYPES:
+    match = FILE_NAME.fullmatch(key)
+    suffix = match.group(1) if match else ""
+    if suffix not in CONTENT_TYPES:
         return Response(status_code=404)
     blobs = runtime(request).blobs
     try:

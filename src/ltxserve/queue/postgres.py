@@ -96,10 +96,22 @@ class ProcrastinateQueue:
         stalled = list(
             await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.settings.lease_s)
         )
+        retried = 0
         for job in stalled:
+            try:
+                await manager.retry_job(job)
+            except procrastinate.exceptions.ConnectorException:
+                # Another node's sweeper may have retried it between our listing and now (the
+                # database then refuses: "invalid status to retry"): fine when it left 'doing'.
+                assert job.id is not None
+                current = list(await manager.list_jobs_async(id=job.id))
+                if current and current[0].status == "doing":
+                    raise
+                log.info("stalled queue job already handled by another node", job_id=job.id)
+                continue
+            retried += 1
             log.warning("queue job of a dead worker re-delivered", job_id=job.id, task_id=job.task_kwargs)
-            await manager.retry_job(job)
-        return len(stalled) + await self.reconcile()
+        return retried + await self.reconcile()
 
     async def reconcile(self) -> int:
         rows = await self.app.connector.execute_query_all_async(query=ORPHANS, task_name=TASK_NAME)

@@ -25,7 +25,21 @@ class Sweeper:
         self.queue = queue
 
     async def run_once(self) -> None:
-        store, blobs = self.service.store, self.service.blobs
+        """Every step, each on its own: one that fails (another node did the work first, the
+        object store is down) is logged and the others still run in this sweep."""
+        for name, step in (
+            ("leases", self._leases),
+            ("queue", self._queue),
+            ("outputs", self._outputs),
+            ("uploads", self._uploads),
+        ):
+            try:
+                await step()
+            except Exception:
+                log.exception("sweep step failed; the other steps still run", step=name)
+
+    async def _leases(self) -> None:
+        store = self.service.store
         recovered = await store.recover(self.settings.max_attempts)
         for task_id in recovered.requeued:
             log.warning("lease expired: task back in the queue", task_id=task_id)
@@ -36,13 +50,21 @@ class Sweeper:
                 await self.service.publish_results(task)
         if recovered.requeued:
             self.service.wake()
+
+    async def _queue(self) -> None:
         if self.queue is not None:
             await self.queue.recover()  # jobs of dead workers, queued tasks without a job
+
+    async def _outputs(self) -> None:
+        store, blobs = self.service.store, self.service.blobs
         for result in await store.expired_results():
             if result.storage_key:
                 await blobs.delete(result.storage_key)
             await store.mark_deleted(result.id)
             log.info("output expired", video_uuid=result.video_uuid, key=result.storage_key)
+
+    async def _uploads(self) -> None:
+        store, blobs = self.service.store, self.service.blobs
         for upload in await store.expired_uploads():
             await blobs.delete(upload.storage_key)
             await store.delete_upload(upload.image_uuid)
