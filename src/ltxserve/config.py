@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         default=False,
         description="Store transformer weights as FP8 (layerwise casting). Lossy; ~half the memory.",
     )
+    attention_backend: str | None = Field(
+        default=None,
+        description="diffusers attention-dispatcher backend of the transformer (e.g. flash, _flash_3, "
+        "_native_flash, sage); unset: PyTorch SDPA (ring attention picks _native_flash).",
+    )
     compile_transformer: bool = Field(
         default=False, description="torch.compile the transformer, warmed up at start. Lossy within rounding."
     )
@@ -169,6 +174,31 @@ class Settings(BaseSettings):
     )
     batch_results: bool = Field(
         default=True, description="Denoise numberResults > 1 in one batched pipeline call when memory allows."
+    )
+
+    # --- one job across several GPUs (engine.parallel) ----------------------------------------
+    gpus: int = Field(
+        default=1,
+        ge=1,
+        description="Ranks one job runs on (`ltxserve worker --gpus N`): one process per GPU, or per CPU "
+        "process with gloo. Rank 0 serves the queue; the others follow.",
+    )
+    guidance_parallel: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Run the conditional and unconditional CFG passes on different halves of the ranks; "
+        "auto = on for a guided preset (dev) with an even rank count.",
+    )
+    ring_degree: int = Field(
+        default=1,
+        ge=1,
+        description="Ring-attention ranks within a guidance group; the rest of the group splits by "
+        "Ulysses (all-to-all). Raise it across machines, where all-to-all is slow.",
+    )
+    dist_backend: Literal["auto", "nccl", "gloo"] = Field(
+        default="auto", description="torch.distributed backend; auto = NCCL on CUDA, gloo on CPU."
+    )
+    dist_timeout_s: float = Field(
+        default=600.0, description="How long a rank waits in a collective before it fails the job group."
     )
 
     # --- service -----------------------------------------------------------------------------

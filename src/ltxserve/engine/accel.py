@@ -35,6 +35,8 @@ def apply(t2v: Any, i2v: Any, settings: Settings, dtype: Any) -> None:
     import torch
 
     transformer = t2v.transformer
+    if settings.attention_backend:
+        set_attention_backend(transformer, settings.attention_backend)
     if settings.fp8_weights:
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
         log.info("transformer weights stored as fp8 (lossy)")
@@ -43,6 +45,22 @@ def apply(t2v: Any, i2v: Any, settings: Settings, dtype: Any) -> None:
         t2v.transformer = compiled
         i2v.transformer = compiled
         log.info("transformer compiled with torch.compile (lossy within float rounding)")
+
+
+def set_attention_backend(model: Any, backend: str) -> None:
+    """The diffusers attention-dispatcher backend for this model's attention only.
+
+    ``ModelMixin.set_attention_backend`` also makes the backend the process-wide default, which the
+    LTX-2 text connectors (a separate module that passes an attention mask) would then use too; a
+    mask-less backend (flash) fails there. The previous default is put back.
+    """
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    previous, _ = _AttentionBackendRegistry.get_active_backend()
+    model.set_attention_backend(backend)
+    _AttentionBackendRegistry.set_active_backend(previous)
+    model._ltxserve_attention_backend = backend
+    log.info("attention backend set", backend=backend)
 
 
 def offload_text_encoder(settings: Settings, device: Any) -> bool:
@@ -86,8 +104,12 @@ def step_cache(transformer: Any, steps: int, every: int, start: int = 0) -> Iter
         state["last"] = original(*args, **kwargs)
         return state["last"]
 
+    own = "forward" in vars(transformer)  # diffusers hooks (e.g. engine.parallel) live there too
     transformer.forward = forward
     try:
         yield skip
     finally:
-        del transformer.forward
+        if own:
+            transformer.forward = original
+        else:
+            del transformer.forward

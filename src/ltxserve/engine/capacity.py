@@ -91,7 +91,10 @@ def estimate(
     cfg: bool,
     chunking: Chunking | None = None,
     two_stage: bool = False,
+    split: tuple[int, int] = (1, 1),
 ) -> JobEstimate:
+    """``split``: (guidance groups, sequence ranks) of a multi-rank job (``engine.parallel``): each
+    rank holds its share of the batch rows and of the video tokens during denoising."""
     chunking = chunking or Chunking()
     lat_h, lat_w = height // shape.spatial_ratio, width // shape.spatial_ratio
     video_tokens = plan.latent_frames * lat_h * lat_w
@@ -99,6 +102,8 @@ def estimate(
     rows = batch * (2 if cfg else 1)
 
     def denoise_pass(rows: int, video_tokens: int) -> int:
+        rows = rows // split[0] if rows % split[0] == 0 else rows  # an uneven batch runs whole
+        video_tokens = -(-video_tokens // split[1])
         tokens = video_tokens * shape.inner_dim + audio_tokens * shape.audio_inner_dim
         return rows * tokens * shape.act_bytes * TRANSFORMER_FACTOR
 

@@ -127,6 +127,9 @@ class Engine:
         self.enhance_cache: LRUCache[str] = LRUCache(settings.text_cache_size)
         self.temporal_ratio: int = t2v.vae_temporal_compression_ratio
         self._fingerprint: str | None = None
+        # multi-rank jobs (engine.parallel): (guidance groups, sequence ranks); only rank 0 decodes
+        self.split: tuple[int, int] = (1, 1)
+        self.decodes = True
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -180,7 +183,7 @@ class Engine:
         cfg = first.cfg
         context = self.settings.decode_context_frames
         chunkings = [Chunking(c, context) for c in _halvings(self.settings.decode_chunk_frames)]
-        single = estimate(self.shape, frames, job.width, job.height, 1, cfg, chunkings[0], staged)
+        single = estimate(self.shape, frames, job.width, job.height, 1, cfg, chunkings[0], staged, self.split)
         if single.video_tokens > self.settings.max_video_tokens:
             param = limiting_parameter(frames, job.width, job.height)
             raise CapacityError(
@@ -199,12 +202,22 @@ class Engine:
                 options.extend((batched, tiled, c) for c in (chunkings if tiled else chunkings[:1]))
         for batched, tiled, chunking in options:
             est = estimate(
-                self.shape, frames, job.width, job.height, n if batched else 1, cfg, chunking, staged
+                self.shape,
+                frames,
+                job.width,
+                job.height,
+                n if batched else 1,
+                cfg,
+                chunking,
+                staged,
+                self.split,
             )
             if est.peak(tiled) <= budget:
                 return RunPlan(frames, batched, tiled, est, staged, chunking.chunk_latents, steps, cfg)
         param = limiting_parameter(frames, job.width, job.height)
-        smallest = estimate(self.shape, frames, job.width, job.height, 1, cfg, chunkings[-1], staged)
+        smallest = estimate(
+            self.shape, frames, job.width, job.height, 1, cfg, chunkings[-1], staged, self.split
+        )
         need = smallest.peak(tiling != "off")
         raise CapacityError(
             param,
@@ -534,6 +547,8 @@ class Engine:
             if ck is not None:
                 ck.stage_done(2, first.steps + refine.steps, video, audio, generators)
         stage.denoise = time.perf_counter() - t0
+        if not self.decodes:  # a follower rank: rank 0 decodes (engine.parallel)
+            return np.empty((len(seeds), 0, 0, 0, 3), np.uint8), None, stage
 
         # c. audio decode, fitted to the exact duration, then handed to the sink
         audio_np: list[np.ndarray] | None = None

@@ -41,6 +41,9 @@ class TinyModelConfig:
     latent_channels: int = 8
     vae_channels: tuple[int, int, int, int] = (8, 16, 32, 64)
     seed: int = 0
+    #: Learnable registers in the text connectors (the real LTX-2 has 128): they replace the text
+    #: padding, so the transformer's text mask masks nothing (what context parallelism needs).
+    text_registers: int | None = None
 
 
 #: Roughly 10-30 s per 512x320, 2 s, 8-step job on a 2-core CPU: for benchmarks, not tests.
@@ -228,11 +231,11 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
         video_connector_num_attention_heads=2,
         video_connector_attention_head_dim=cfg.text_hidden // 2,
         video_connector_num_layers=1,
-        video_connector_num_learnable_registers=None,
+        video_connector_num_learnable_registers=cfg.text_registers,
         audio_connector_num_attention_heads=2,
         audio_connector_attention_head_dim=cfg.text_hidden // 2,
         audio_connector_num_layers=1,
-        audio_connector_num_learnable_registers=None,
+        audio_connector_num_learnable_registers=cfg.text_registers,
         connector_rope_base_seq_len=32,
         rope_theta=10000.0,
         rope_double_precision=False,
@@ -311,18 +314,22 @@ def is_tiny_model(path: str | Path) -> bool:
     return (Path(path) / MARKER_FILE).is_file()
 
 
-def save_tiny_model(path: str | Path, preset: str = "tiny", upsampler: bool = False) -> Path:
+def save_tiny_model(
+    path: str | Path, preset: str = "tiny", upsampler: bool = False, config: TinyModelConfig | None = None
+) -> Path:
     """Build the tiny model and write it with ``save_pretrained`` (plus a marker file); with
-    ``upsampler``, also a tiny x2 latent upsampler in ``latent_upsampler/`` for two-stage runs."""
+    ``upsampler``, also a tiny x2 latent upsampler in ``latent_upsampler/`` for two-stage runs.
+    ``config`` overrides the preset's sizes."""
     if preset not in PRESETS:
         raise ValueError(f"unknown tiny-model preset {preset!r}; choose one of {sorted(PRESETS)}")
     out = Path(path)
-    pipe = build_tiny_pipeline(PRESETS[preset])
+    cfg = config or PRESETS[preset]
+    pipe = build_tiny_pipeline(cfg)
     pipe.save_pretrained(out)
     if upsampler:
         from ltxserve.engine.two_stage import UPSAMPLER_SUBFOLDER
 
-        build_tiny_upsampler(PRESETS[preset]).save_pretrained(out / UPSAMPLER_SUBFOLDER)
+        build_tiny_upsampler(cfg).save_pretrained(out / UPSAMPLER_SUBFOLDER)
     (out / MARKER_FILE).write_text(
         json.dumps(
             {
