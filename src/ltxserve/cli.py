@@ -253,19 +253,38 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            help="Run each job across N ranks (one process per GPU; gloo CPU processes without CUDA). "
+            "Default: LTXSERVE_GPUS."
+        ),
+    ] = None,
+) -> None:
     """A GPU worker: load the model once, take tasks from the queue, heartbeat, drain on SIGTERM.
 
     It serves no API; Prometheus metrics are on LTXSERVE_METRICS_PORT. Run any number of them
     against one PostgreSQL LTXSERVE_DATABASE_URL (and S3 storage) beside `serve --no-worker`.
+    With --gpus N this process is rank 0 of one job group and starts ranks 1..N-1 (ranks started
+    by torchrun work too): rank 0 serves the queue, the others follow (engine.parallel).
     """
     import signal
 
     from ltxserve import tracing
+    from ltxserve.engine import parallel
     from ltxserve.runtime import Runtime
 
     settings = _settings()
+    rank, world = parallel.world_from_env()
+    if rank > 0:
+        parallel.run_follower(settings)
+        return
     tracing.configure(settings, "worker")
+    ranks = gpus if gpus is not None else settings.gpus
+    children = []
+    if ranks > 1 and world == 1:
+        children = parallel.spawn_followers(ranks, [sys.executable, "-m", "ltxserve.cli", "worker"])
 
     async def run() -> int:
         runtime = Runtime.build(settings, role="worker")
@@ -287,9 +306,14 @@ def worker() -> None:
             typer.secho(f"worker failed: {work.exception()!r}", fg="red", err=True)
         waiter.cancel()
         await runtime.stop()  # drains the task in hand
+        if isinstance(runtime.engine, parallel.ParallelEngine):
+            runtime.engine.close()  # the followers exit
         return 1 if crashed else 0
 
-    raise typer.Exit(asyncio.run(run()))
+    code = asyncio.run(run())
+    if children:
+        code = max(code, parallel.stop_followers(children))
+    raise typer.Exit(code)
 
 
 @db_app.command("upgrade")

@@ -21,6 +21,7 @@ from ltxserve.db.models import utcnow
 from ltxserve.db.repository import Store
 from ltxserve.delivery import Deliverer
 from ltxserve.engine import Engine
+from ltxserve.engine.parallel import load_engine
 from ltxserve.logs import get_logger
 from ltxserve.queue import TaskQueue, build_queue
 from ltxserve.queue.base import libpq_url
@@ -113,7 +114,7 @@ class Runtime:
 
     async def _run_worker(self) -> None:
         if self.engine is None:
-            self.engine = await asyncio.to_thread(Engine.load, self.settings)
+            self.engine = await asyncio.to_thread(load_engine, self.settings)
         self.service.capacity = self.engine.plan
         worker = Worker(self.settings, self.service, self.engine, self.queue)
         if self.role == "all" and self.store.is_sqlite:

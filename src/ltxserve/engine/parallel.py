@@ -55,7 +55,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -570,7 +569,8 @@ def spawn_followers(ranks: int, argv: list[str]) -> list[subprocess.Popen[bytes]
     children = []
     for r in range(1, ranks):
         child_env = {**env, RANK_ENV: str(r), LOCAL_RANK_ENV: str(r)}
-        children.append(subprocess.Popen(argv, env=child_env))
+        # their own session: a Ctrl-C reaches rank 0, which drains and then shuts them down
+        children.append(subprocess.Popen(argv, env=child_env, start_new_session=True))
     log.info("follower ranks started", ranks=ranks, pids=[c.pid for c in children])
     return children
 
@@ -597,8 +597,3 @@ def run_follower(settings: Settings) -> None:
     import torch.distributed as dist
 
     dist.destroy_process_group()
-
-
-def main() -> None:  # pragma: no cover - python -m ltxserve.engine.parallel (follower entry point)
-    run_follower(Settings())
-    sys.exit(0)
