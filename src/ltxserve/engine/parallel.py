@@ -64,7 +64,14 @@ from typing import TYPE_CHECKING, Any
 
 from ltxserve.config import Settings
 from ltxserve.engine.engine import Engine, GenerationCancelled, RunPlan
-from ltxserve.engine.types import GenerationJob, GenerationResult, ModelSource, ProgressCallback
+from ltxserve.engine.types import (
+    GenerationJob,
+    GenerationResult,
+    ModelSource,
+    ProgressCallback,
+    ResultSink,
+    StageTimings,
+)
 from ltxserve.logs import get_logger
 
 if TYPE_CHECKING:
@@ -419,6 +426,7 @@ class ParallelEngine(Engine):
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         checkpoint: Checkpointing | None = None,
+        sink: ResultSink | None = None,
     ) -> Generator[list[GenerationResult], None, None]:
         if not self.ranks.leader:
             yield from self._follow_one()
@@ -433,7 +441,7 @@ class ParallelEngine(Engine):
             _broadcast(("job", job))
             synced = _LeaderCancel(cancel, leader=True)
             failure: list[BaseException] = []
-            run = self._generate(job, _guarded(progress, synced, failure), synced)
+            run = self._generate(job, _guarded(progress, synced, failure), synced, None, sink)
             try:
                 yield from run
             except GenerationCancelled:
@@ -501,11 +509,13 @@ class ParallelEngine(Engine):
         on_step: Any,
         cancel: threading.Event | None,
         ck: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        sink: ResultSink | None = None,
+        first_index: int = 0,
+    ) -> tuple[np.ndarray, list[np.ndarray] | None, StageTimings]:
         go = _broadcast(("go",) if self.ranks.leader else None)
         if go[0] != "go":
             raise GenerationCancelled()
-        return super()._call(pipe, job, run, seeds, embeds, on_step, cancel, None)
+        return super()._call(pipe, job, run, seeds, embeds, on_step, cancel, None, sink, first_index)
 
 
 class _Shutdown(Exception):
