@@ -4,7 +4,7 @@
 environment (``LTXSERVE_*``): rank 0 starts ranks 1..n-1 as this same command
 (``parallel.spawn_followers``, the launcher ``ltxserve worker --gpus N`` uses), generates every
 job and writes frames and audio per job and seed (or the job's error); the followers run the
-leader's jobs.
+leader's jobs. A job whose name starts with ``cancel`` is cancelled by rank 0 after two steps.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import threading
 
 import numpy as np
 
 
 def main() -> int:
     from ltxserve.config import Settings
-    from ltxserve.engine import parallel
+    from ltxserve.engine import GenerationCancelled, parallel
 
     ranks, jobs_path, out_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     children = []
@@ -35,8 +36,17 @@ def main() -> int:
     arrays: dict[str, np.ndarray] = {}
     try:
         for name, job in jobs.items():
+            cancel = threading.Event()
+
+            def progress(step: int, _total: int, name: str = name, cancel: threading.Event = cancel) -> None:
+                if name.startswith("cancel") and step >= 2:
+                    cancel.set()  # rank 0's flag: every rank must stop at this same step
+
             try:
-                results = engine.generate(job)
+                results = engine.generate(job, progress, cancel)
+            except GenerationCancelled:
+                arrays[f"{name}/error"] = np.array("cancelled")
+                continue
             except Exception as exc:  # the test reads it; the followers must survive it
                 arrays[f"{name}/error"] = np.array(str(exc))
                 continue

@@ -111,15 +111,18 @@ def _compare(engine: Engine, jobs: dict[str, GenerationJob], out: Any) -> dict[s
 
 def test_guidance_parallel_equals_one_process(model_dir: Path, tmp_path: Path) -> None:
     """dev preset, 2 ranks: the unconditional and conditional rows on different ranks; a batch of
-    two results without guidance splits the same way."""
+    two results without guidance splits the same way. A job cancelled by rank 0 mid-denoise stops
+    every rank at the same step: the jobs after it still match."""
     jobs = {
         "t2v": replace(JOB, width=128),
         "i2v": replace(JOB, image=IMAGE),
         "plain": replace(JOB, guidance=1.0, seeds=(1, 2)),
     }
     settings = _settings(model_dir, tmp_path / "data")
-    out, stdout = _run_ranks(2, settings, jobs, tmp_path)
+    cancelled = replace(JOB, steps=6)
+    out, stdout = _run_ranks(2, settings, {"cancel": cancelled, **jobs}, tmp_path)
     assert "layout guidance=2 ulysses=1 ring=1" in stdout
+    assert str(out["cancel/error"]) == "cancelled"
     engine = Engine.load(Settings(**settings))  # type: ignore[arg-type]
     _compare(engine, jobs, out)
 
