@@ -172,6 +172,20 @@ class Settings(BaseSettings):
         description="Encode each result's file while its frames are decoded (a thread per result; the "
         "file is the same as encoding afterwards). Off: encode once the frames are complete.",
     )
+    batch_tasks: int = Field(
+        default=1,
+        ge=1,
+        description="Most queued tasks of one shape (model, size, length, fps, steps, CFGScale; text-to-"
+        "video without prompt enhancement) a worker denoises in one batch, each with its own prompt and "
+        "seeds; "
+        "1 = off. Results equal running alone within float tolerance.",
+    )
+    batch_wait_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="How long a claimed task may wait for more tasks of its shape to batch with (0: only "
+        "tasks already queued join).",
+    )
     batch_results: bool = Field(
         default=True, description="Denoise numberResults > 1 in one batched pipeline call when memory allows."
     )

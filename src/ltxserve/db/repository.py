@@ -346,6 +346,17 @@ class Store:
                 select(Task.id).where(Task.status == TaskStatus.QUEUED).order_by(Task.created_at).limit(1)
             )
 
+    async def queued_requests(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """The oldest queued tasks' ids and requests (a worker picks companions to batch with)."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Task.id, Task.request)
+                .where(Task.status == TaskStatus.QUEUED)
+                .order_by(Task.created_at)
+                .limit(limit)
+            )
+            return [(task_id, request) for task_id, request in rows.all()]
+
     async def reenqueue(self, task_id: str) -> None:
         """A new queue job for a task that is still queued (its job was taken but not run)."""
         if self.enqueue is None:

@@ -27,7 +27,7 @@ from typing import Any
 from ltxserve import metrics, tracing
 from ltxserve.config import Settings
 from ltxserve.db.models import Task, TaskStatus, utcnow
-from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationResult
+from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationJob, GenerationResult
 from ltxserve.logs import get_logger, printable
 from ltxserve.media.encode import EncodeAborted, StreamingEncode, VideoFormat, encode_video
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
@@ -36,6 +36,7 @@ from ltxserve.queue import TableQueue, TaskQueue
 from ltxserve.safety import NSFWChecker, SafetyMode, check_video
 from ltxserve.service.core import Service, video_key
 from ltxserve.service.events import CANCEL_EVENT, TaskEvent
+from ltxserve.worker import batching
 
 log = get_logger(__name__)
 
@@ -109,25 +110,36 @@ class Worker:
         if task is None:
             return
         await self._room()
-        run = _TaskRun(self, task)
-        # The attempt's span is current for the generator and (copied at creation) the finisher.
-        with tracing.use(run.span):
-            finisher = asyncio.create_task(run.finish(), name=f"finish-{task.task_uuid}")
+        # Queued tasks of the same shape join this one (worker.batching; off unless batch_tasks > 1).
+        tasks = [task, *await batching.gather(self, task)]
+        runs = [_TaskRun(self, t) for t in tasks]
+        finishers = []
+        for r in runs:  # each attempt's span is current for its finisher (copied at creation)
+            with tracing.use(r.span):
+                finishers.append(asyncio.create_task(r.finish(), name=f"finish-{r.task.task_uuid}"))
+        # ... and the first one's for the generator (a batch generates once for all)
+        with tracing.use(runs[0].span):
             self.busy = True
             metrics.WORKER_BUSY.set(1)
             try:
-                await run.generate()
-            except BaseException as exc:  # the finisher decides what the failure means for the task
-                run.error = exc
+                if len(runs) == 1:
+                    await runs[0].generate()
+                else:
+                    await batching.generate_together(self, runs)
+            except BaseException as exc:  # the finishers decide what the failure means for each task
+                for r in runs:
+                    r.error = exc
             finally:
-                await run.results.put(None)
+                for r in runs:
+                    await r.results.put(None)
                 self.busy = False
                 metrics.WORKER_BUSY.set(0)
         if self.overlap:
-            self._finishing.add(finisher)
-            finisher.add_done_callback(self._finishing.discard)
+            for finisher in finishers:
+                self._finishing.add(finisher)
+                finisher.add_done_callback(self._finishing.discard)
         else:
-            await finisher
+            await asyncio.gather(*finishers)
 
     async def _room(self) -> None:
         """At most one task finishing while the next generates: bounded memory for frames."""
@@ -293,6 +305,8 @@ class _TaskRun:
         self.error: BaseException | None = None
         self.model: VideoInferenceTask | None = None
         self.sink: _EncodeSink | None = None
+        self.pending: list[Any] = []  # result rows this attempt makes
+        self.progress: _Progress | None = None
         self.started = time.perf_counter()
         self.beat = asyncio.create_task(worker._heartbeat(task, self.cancel))
         # taskCancel reaches the engine at once (in-process, or NOTIFY from another node); it
@@ -321,32 +335,63 @@ class _TaskRun:
             self.blog.info("cancel requested; stopping at the next step")
             self.cancel.set()
 
-    async def generate(self) -> None:
-        worker, task, blog = self.worker, self.task, self.blog
-        # 1. rebuild the job from the persisted request; only results not yet made
+    async def prepare(self) -> GenerationJob | None:
+        """Rebuild the job from the persisted request, for the results not yet made (None: all
+        made); set up its progress reporting and streamed encodes."""
+        worker, task = self.worker, self.task
         model = VideoInferenceTask.model_validate(
             task.request, context=ValidationContext(model_ids=(task.request["model"],))
         )
         self.model = model
-        pending = [r for r in task.results if r.status not in TaskStatus.TERMINAL]
-        if not pending:
-            return
+        self.pending = [r for r in task.results if r.status not in TaskStatus.TERMINAL]
+        if not self.pending:
+            return None
         image = None
         if model.frame_image is not None:
             image = await worker.service.images.load_upload(task.api_key_id, model.frame_image.value)
-        job = replace(to_job(model, image=image), seeds=tuple(r.seed for r in pending))
-        blog.info("generating", results=len(pending), seeds=list(job.seeds), size=f"{job.width}x{job.height}")
-
-        # 2. generate in a thread; progress comes back through the loop, throttled
+        job = replace(to_job(model, image=image), seeds=tuple(r.seed for r in self.pending))
         loop = asyncio.get_running_loop()
-        progress = _Progress(worker, task, loop, done=len(task.results) - len(pending))
+        self.progress = _Progress(worker, task, loop, done=len(task.results) - len(self.pending))
         if worker.settings.stream_encode:
             self.sink = _EncodeSink(VideoFormat(model.output_format), model.output_quality)
-        batches = worker.engine.generate_batches(job, progress, self.cancel, sink=self.sink)
-        rows = iter(pending)
+        return job
+
+    def log_generated(self, batch: list[GenerationResult], job: GenerationJob, **extra: Any) -> None:
+        t = batch[0].timings
+        self.blog.info(
+            "generated",
+            results=len(batch),
+            enhance_s=round(t.enhance, 3),
+            text_encode_s=round(t.text_encode, 3),
+            denoise_s=round(t.denoise, 3),
+            video_decode_s=round(t.video_decode, 3),
+            audio_decode_s=round(t.audio_decode, 3),
+            prompt=printable(batch[0].prompt) if job.enhance_prompt else None,
+            **extra,
+        )
+
+    async def hand_over(self, index: int, result: GenerationResult) -> None:
+        """Result ``index`` of the pending ones to the finisher (waits while it is still busy:
+        bounded memory)."""
+        encoded = self.sink.close(index) if self.sink is not None else None
+        await self.results.put((self.pending[index], result, encoded))
+
+    async def generate(self) -> None:
+        # 1. rebuild the job from the persisted request; only results not yet made
+        job = await self.prepare()
+        if job is None:
+            return
+        await self.generate_job(job)
+
+    async def generate_job(self, job: GenerationJob) -> None:
+        worker, blog = self.worker, self.blog
+        size = f"{job.width}x{job.height}"
+        blog.info("generating", results=len(job.seeds), seeds=list(job.seeds), size=size)
+        # 2. generate in a thread; progress comes back through the loop, throttled
+        batches = worker.engine.generate_batches(job, self.progress, self.cancel, sink=self.sink)
         index = 0
         # the engine's stage spans (enhance, text_encode, denoise, decode) nest in this one
-        with tracing.span("generate", results=len(pending)):
+        with tracing.span("generate", results=len(job.seeds)):
             try:
                 while True:
                     t0 = time.perf_counter()
@@ -354,22 +399,11 @@ class _TaskRun:
                     if batch is None:
                         break
                     metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
-                    t = batch[0].timings
-                    blog.info(
-                        "generated",
-                        results=len(batch),
-                        enhance_s=round(t.enhance, 3),
-                        text_encode_s=round(t.text_encode, 3),
-                        denoise_s=round(t.denoise, 3),
-                        video_decode_s=round(t.video_decode, 3),
-                        audio_decode_s=round(t.audio_decode, 3),
-                        prompt=printable(batch[0].prompt) if job.enhance_prompt else None,
-                    )
-                    # 3. hand each result to the finisher (waits while it is still busy: bounded memory)
+                    self.log_generated(batch, job)
+                    # 3. hand each result to the finisher
                     for result in batch:
-                        encoded = self.sink.close(index) if self.sink is not None else None
+                        await self.hand_over(index, result)
                         index += 1
-                        await self.results.put((next(rows), result, encoded))
             finally:
                 await asyncio.to_thread(batches.close)
 
