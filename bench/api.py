@@ -202,7 +202,7 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
     return {c: (results[c][0].b.median, results[c][0].a.median) for c in levels}
 
 
-def bench_overhead(tmp: Path, pairs: int, preset: str) -> None:
+def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1) -> None:
     """End to end (submit -> success, as the client polls) minus the model's own time (transformer
     + VAE decode, measured inside the same task): everything else the user waits for, the file
     encode included. A = encode after generation, B = encode streamed while decoding."""
@@ -249,11 +249,19 @@ def bench_overhead(tmp: Path, pairs: int, preset: str) -> None:
             time.sleep(0.01)  # fine-grained polling: its granularity counts as overhead here
         total = time.perf_counter() - t0
         overhead[stream].append(100 * (total - model_seconds[-1]) / total)
+        print(
+            f"  run: {'streamed' if stream else 'after'} end to end {total:.2f} s, transformer + VAE decode "
+            f"{model_seconds[-1]:.2f} s, overhead {overhead[stream][-1]:.1f} %",
+            flush=True,
+        )
         return total
 
     try:
         cmp = method.compare(
-            ("encode after generation", lambda: run(False)), ("streamed encode", lambda: run(True)), pairs
+            ("encode after generation", lambda: run(False)),
+            ("streamed encode", lambda: run(True)),
+            pairs,
+            warmup,
         )
     finally:
         for _ in gen:
@@ -276,6 +284,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,50,200")
     parser.add_argument("--pairs", type=int, default=method.DEFAULT_PAIRS)
     parser.add_argument("--presets", default="tiny,mid", help="models of the overhead run")
+    parser.add_argument("--warmup", type=int, default=1, help="unrecorded pairs first (overhead run)")
     parser.add_argument("--skip", default="", help="polling,overhead")
     args = parser.parse_args()
     threads = method.pin_threads()
@@ -285,7 +294,7 @@ def main() -> None:
             bench_polling(args.seconds, [int(c) for c in args.concurrency.split(",")], Path(tmp), args.pairs)
         if "overhead" not in args.skip:
             for preset in args.presets.split(","):
-                bench_overhead(Path(tmp), args.pairs, preset)
+                bench_overhead(Path(tmp), args.pairs, preset, args.warmup)
 
 
 if __name__ == "__main__":
