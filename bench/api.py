@@ -199,6 +199,10 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
         print(cmp.report(unit="rps", lower_is_better=False))
         errors = sum(r["errors"] for r in stats["ours"])
         print(f"  ltxserve errors: {errors} (target: B/A >= 0.3, no errors)")
+    method.record(
+        "polling",
+        {str(c): {"ours": results[c][1]["ours"], "bare": results[c][1]["bare"]} for c in levels},
+    )
     return {c: (results[c][0].b.median, results[c][0].a.median) for c in levels}
 
 
@@ -271,6 +275,9 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1) -> None:
         f"{x264_preset()}; overhead = end to end - (transformer + VAE decode) of the same task"
     )
     print(cmp.report())
+    method.record(
+        f"overhead_{preset}", {"after": cmp.a.samples, "streamed": cmp.b.samples, "overhead": overhead}
+    )
     for stream, name in ((False, "A"), (True, "B")):
         side = method.Side(name, overhead[stream][-pairs:])
         print(f"  overhead {name}: {side.spread('%', 1)} of end to end (target <= 10 %)")

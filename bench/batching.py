@@ -15,7 +15,6 @@ device. The model is a random-weight LTX-2 (it outputs noise).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -65,7 +64,6 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=method.DEFAULT_PAIRS)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench"))
-    parser.add_argument("--data", type=Path, default=None, help="write the figures as JSON here (plots)")
     args = parser.parse_args()
     threads = method.pin_threads(args.threads or None)
     method.header(threads, f"torch {torch.__version__}, device cpu")
@@ -121,8 +119,7 @@ def main() -> None:
             f"{60 * n / one.b.median:.1f}, diffusers batched {60 * n / ref.a.median:.1f}"
         )
         data[str(n)] = {"alone": one.a.samples, "batched": one.b.samples, "diffusers": ref.a.samples}
-    if args.data:
-        args.data.write_text(json.dumps({"preset": args.preset, "seconds": data}))
+    method.record("batching", {"preset": args.preset, "seconds": data})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Kept free of ltxserve imports so it can be loaded before torch is configured.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import statistics
@@ -157,3 +158,11 @@ def compare(
         side_a.samples.append(run_a())
         side_b.samples.append(run_b())
     return Comparison(side_a, side_b)
+
+
+def record(name: str, data: object) -> None:
+    """Keep figures for ``bench/run_all.py``'s plots (``$LTXSERVE_BENCH_DATA/<name>.json``)."""
+    folder = os.environ.get("LTXSERVE_BENCH_DATA")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.json").write_text(json.dumps(data))

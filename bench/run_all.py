@@ -9,24 +9,133 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+#: (title, [script, args...], takes --pairs)
 BENCHES = [
-    ("Engine vs plain diffusers; stream; lossy options", ["engine.py"]),
-    ("Encoder vs the ffmpeg binary", ["media.py"]),
-    ("Safety classifier cost", ["safety.py"]),
-    ("API: getResponse vs bare Starlette; service overhead", ["api.py"]),
-    ("Worker overlap", ["overlap.py"]),
-    ("Scale-out", ["scale.py"]),
+    ("Engine vs plain diffusers; stream vs diffusers batched; lossy options", ["engine.py"], True),
+    ("Batching across requests", ["batching.py"], True),
+    ("Encoder vs the ffmpeg binary", ["media.py"], True),
+    ("Safety classifier cost", ["safety.py"], False),
+    ("API: getResponse vs bare Starlette; service overhead", ["api.py"], True),
+    ("Peak memory of long clips", ["memory.py"], False),
+    ("Worker overlap", ["overlap.py"], False),
+    ("Scale-out", ["scale.py"], True),
 ]
+
+
+_LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \[|^(Loading|Writing|Fetching) |it/s\]")
+
+
+def clean(output: str) -> str:
+    """A script's output without log records and progress bars."""
+    return "\n".join(line for line in output.strip().splitlines() if not _LOG_LINE.search(line))
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Sections of an earlier RESULTS.md by script name (``--keep``)."""
+    out = {}
+    for block in text.split("\n## ")[1:]:
+        m = re.search(r"\(`bench/([a-z_]+\.py)`\)", block.splitlines()[0])
+        if m:
+            out[m.group(1)] = "## " + block.rstrip()
+    return out
+
+
+def plots(data: Path, out: Path) -> list[str]:
+    """PNGs next to RESULTS.md from the figures the scripts recorded; their Markdown links."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def load(name: str) -> Any:
+        path = data / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    links: list[str] = []
+
+    def save(fig: Any, name: str, caption: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=90)
+        plt.close(fig)
+        links.append(f"![{caption}]({name}.png)")
+
+    overheads = {p: load(f"overhead_{p}") for p in ("tiny", "mid")}
+    if any(overheads.values()):
+        fig, ax = plt.subplots(figsize=(6, 3))
+        labels, model, rest = [], [], []
+        for preset, d in overheads.items():
+            if not d:
+                continue
+            for key, name in (("after", "encode after"), ("streamed", "streamed")):
+                total = statistics.median(d[key])
+                pct = statistics.median(d["overhead"]["true" if key == "streamed" else "false"])
+                labels.append(f"{preset}, {name}")
+                model.append(total * (1 - pct / 100))
+                rest.append(total * pct / 100)
+        ax.barh(labels, model, label="transformer + VAE decode")
+        ax.barh(labels, rest, left=model, label="everything else (encode, store, DB, polling)")
+        ax.set_xlabel("seconds, median (768x512, 4 s, 20 steps)")
+        ax.legend(fontsize=7)
+        save(fig, "overhead", "Where the end-to-end time goes")
+    batching = load("batching")
+    if batching:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        sizes = sorted(batching["seconds"], key=int)
+        for key, name in (
+            ("alone", "one at a time"),
+            ("batched", "batched"),
+            ("diffusers", "diffusers batched"),
+        ):
+            rates = [60 * int(n) / statistics.median(batching["seconds"][n][key]) for n in sizes]
+            ax.plot([int(n) for n in sizes], rates, marker="o", label=name)
+        ax.set_xlabel("jobs of one shape")
+        ax.set_ylabel("results/min")
+        ax.set_title(f"{batching['preset']} model", fontsize=9)
+        ax.legend(fontsize=7)
+        save(fig, "batching", "Throughput vs batch size")
+    polling = load("polling")
+    if polling:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        levels = sorted(polling, key=int)
+        for key, name in (("ours", "ltxserve"), ("bare", "bare Starlette")):
+            for q in ("p50_ms", "p99_ms"):
+                ax.plot(
+                    [int(c) for c in levels],
+                    [statistics.median(r[q] for r in polling[c][key]) for c in levels],
+                    marker="o",
+                    label=f"{name} {q[:3]}",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent pollers")
+        ax.set_ylabel("getResponse latency, ms")
+        ax.legend(fontsize=7)
+        save(fig, "polling", "Latency vs concurrent pollers")
+    scale = load("scale")
+    if scale:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        workers = sorted(scale["rates"], key=int)
+        ax.plot([int(w) for w in workers], [scale["rates"][w] for w in workers], marker="o")
+        ax.axvline(scale["cores"], linestyle=":", color="gray")
+        ax.set_xlabel(f"workers x 1 thread ({scale['cores']} cores: dotted)")
+        ax.set_ylabel("tasks/min")
+        save(fig, "scale", "Scale-out: tasks/min vs workers")
+    return links
 
 
 def machine() -> str:
@@ -63,7 +172,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default="", help="comma list of script names, e.g. engine.py,api.py")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="interleaved pairs (0: each script's default, 5)"
+    )
+    parser.add_argument(
+        "--log", action="append", default=[], help="SCRIPT=FILE: use that saved output instead of running it"
+    )
+    parser.add_argument("--keep", action="store_true", help="with --only: keep the other sections of --out")
+    parser.add_argument("--data", type=Path, default=None, help="folder of recorded figures (default: new)")
     args = parser.parse_args()
+    data = args.data or Path(tempfile.mkdtemp(prefix="ltxserve-bench-data-"))
     only = {s for s in args.only.split(",") if s}
     sections = [
         "# Benchmark results",
@@ -71,23 +189,44 @@ def main() -> None:
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}",
         f"- machine: {machine()}",
         f"- versions: {versions()}",
-        "- command: `make bench` (or `python bench/run_all.py`); each section is one script's output.",
+        "- command: `make bench` (or `python bench/run_all.py`); each section is one script's output and "
+        "begins with the exact command that reproduces it. Method (`bench/method.py`): A and B interleaved, "
+        "min/median/max per side, the per-pair ratio B/A as median [min .. max], and a verdict: "
+        '"within noise" when that range covers 1.0.',
         "",
     ]
-    for title, command in BENCHES:
+    logs = dict(item.split("=", 1) for item in args.log)
+    old = _sections(args.out.read_text()) if args.keep and args.out.exists() else {}
+    for title, command, takes_pairs in BENCHES:
         script = command[0]
+        if script in logs:  # a run made separately (its first line is the command that made it)
+            text = Path(logs[script]).read_text()
+            sections += [
+                f"## {title} (`bench/{script}`)",
+                "",
+                "Run separately.",
+                "",
+                "```",
+                clean(text),
+                "```",
+                "",
+            ]
+            continue
         if only and script not in only:
+            if script in old:
+                sections += [old[script], ""]
             continue
         if not (HERE / script).exists():
             continue
         print(f"== {script}", flush=True)
+        pairs_args = ["--pairs", str(args.pairs)] if args.pairs and takes_pairs else []
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, str(HERE / script), *command[1:]],
+            [sys.executable, str(HERE / script), *command[1:], *pairs_args],
             cwd=ROOT,
             capture_output=True,
             text=True,
-            env={**os.environ, "LTXSERVE_LOG_LEVEL": "WARNING"},
+            env={**os.environ, "LTXSERVE_LOG_LEVEL": "WARNING", "LTXSERVE_BENCH_DATA": str(data)},
         )
         print(proc.stdout)
         status = "" if proc.returncode == 0 else f" (exit status {proc.returncode})"
@@ -98,10 +237,13 @@ def main() -> None:
             f"{time.perf_counter() - t0:.0f} s wall.",
             "",
             "```",
-            output.strip(),
+            clean(output),
             "```",
             "",
         ]
+    links = plots(data, args.out.parent)
+    if links:
+        sections[7:7] = ["## Pictures", "", *[f"{link}\n" for link in links], ""]
     args.out.write_text("\n".join(sections))
     print(f"wrote {args.out}")
 

@@ -2,9 +2,11 @@
 
     python bench/scale.py [--workers 1,2,4] [--tasks 16] [--latency-samples 20]
 
-1. Throughput: N workers (``ltxserve worker`` processes, one compute thread each, as a GPU box
-   runs one worker per GPU), ``--tasks`` tiny-model tasks submitted at once through the API;
-   tasks per minute from the first submit to the last success, and the ratio to 1 worker.
+1. Throughput at equal total cores: one worker with every core vs one single-threaded worker per
+   core (interleaved pairs, ``bench/method.py``), ``--tasks`` tiny-model tasks submitted at once
+   through the API; tasks per minute from the first submit to the last success. Then 1, 2, 4
+   single-threaded workers, each line stating the cores asked of the machine: past its cores
+   the figure measures sharing, not horizontal scaling.
 2. Enqueue-to-claim latency with an idle worker: one task at a time, ``started_at -
    created_at`` from the tasks table (commit of the submit -> NOTIFY -> procrastinate fetch ->
    claim of the row), p50/p99.
@@ -31,6 +33,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import method  # noqa: E402
+
 from tests.scaleout.cluster import Cluster, Weed, pg_available, pg_database  # noqa: E402
 
 TASK = {"width": 256, "height": 256, "duration": 1, "fps": 16, "steps": 12}
@@ -42,9 +46,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def throughput(weed: Weed, model: Path, tmp: Path, workers: int, tasks: int) -> float:
+def throughput(weed: Weed, model: Path, tmp: Path, workers: int, tasks: int, threads: int = 1) -> float:
+    """Tasks/min of ``workers`` worker processes with ``threads`` compute threads each."""
     with pg_database("ltxserve_bench") as url:
-        c = Cluster(url, weed, model, tmp / f"w{workers}", apis=1, workers=workers)
+        c = Cluster(
+            url,
+            weed,
+            model,
+            tmp / f"w{workers}x{threads}-{time.monotonic_ns()}",
+            apis=1,
+            workers=workers,
+            OMP_NUM_THREADS=str(threads),
+        )
         try:
             c.start(timeout=300)
             # Warm every worker (first-call overheads) before timing.
@@ -103,9 +116,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs at equal total cores")
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--latency-samples", type=int, default=20)
     args = parser.parse_args()
+    method.header(None, "threads per worker process set through OMP_NUM_THREADS")
     if (reason := pg_available()) is not None:
         sys.exit(reason)
     from ltxserve.engine.tiny import save_tiny_model
@@ -116,13 +131,25 @@ def main() -> None:
         weed = Weed(tmp / "weed")
         weed.start()
         try:
-            print(f"tiny model, task {TASK}, {os.cpu_count()} CPU cores, one compute thread per worker")
-            rates: dict[int, float] = {}
+            cores = os.cpu_count() or 1
+            print(f"tiny model, task {TASK}, {cores} CPU cores, {args.tasks} tasks per run")
+            # Equal total cores: one worker using every core vs one single-threaded worker per core.
+            print(f"\n[equal total cores: {cores}] tasks/min (higher is better)")
+            cmp = method.compare(
+                (f"1 worker x {cores} threads", lambda: throughput(weed, model, tmp, 1, args.tasks, cores)),
+                (f"{cores} workers x 1 thread", lambda: throughput(weed, model, tmp, cores, args.tasks, 1)),
+                args.pairs,
+                warmup=0,
+            )
+            print(cmp.report(unit="/min", lower_is_better=False))
+            print("\n[workers x 1 thread each] (more workers than cores share them: not horizontal scaling)")
+            rates = {}
             for n in [int(x) for x in args.workers.split(",")]:
                 rates[n] = throughput(weed, model, tmp, n, args.tasks)
-                base = rates.get(1)
-                ratio = f", x{rates[n] / base:.2f} vs 1 worker" if base else ""
-                print(f"{n} worker(s): {rates[n]:.1f} tasks/min ({args.tasks} tasks){ratio}")
+                print(f"  {n} worker(s) x 1 thread = {n} core(s) asked of {cores}: {rates[n]:.1f} tasks/min")
+            method.record(
+                "scale", {"cores": cores, "rates": rates, "equal_cores": [cmp.a.samples, cmp.b.samples]}
+            )
             latency_and_recovery(weed, model, tmp, args.latency_samples)
         finally:
             weed.stop()
