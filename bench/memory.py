@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import method
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "MODE"))
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    if not args.child:
+        method.header(None, "each mode in a fresh process, torch threads = every core (no A/B ratio: sizes)")
     if args.child:
         print(json.dumps(run_one(*args.child, args.duration, args.fps, width, height)))
         return

@@ -1,12 +1,12 @@
 """Worker overlap: throughput on a job mix with the finisher overlapped vs sequential.
 
-    python bench/overlap.py [--preset tiny] [--jobs 8]
+    python bench/overlap.py [--preset tiny] [--jobs 8] [--pairs 5] [--threads 0]
 
-The same server (embedded mode, real HTTP) runs the same job mix twice: once with
-``worker_overlap=off`` (generate, then encode/store, then the next task) and once with ``on``
-(the next task is generated while the previous one is encoded, checked and stored). Printed:
-wall time for the mix, tasks per minute and the ratio (target >= 1.2x). On a GPU the two stages
-use different hardware; on a 2-core CPU they compete for the same cores, which is why the
+The same server (embedded mode, real HTTP) runs the same job mix with ``worker_overlap=off``
+(generate, then encode/store, then the next task) and ``on`` (the next task is generated while
+the previous one is encoded, checked and stored), interleaved (``bench/method.py``). Printed:
+wall time for the mix per side with its spread, the ratio and verdict, tasks per minute. On a
+GPU the two stages use different hardware; on a 2-core CPU they compete for the same cores, which is why the
 default is ``auto`` (on only with CUDA).
 """
 
@@ -22,9 +22,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+import method  # noqa: E402
 
 from ltxserve.config import Settings  # noqa: E402
 from ltxserve.engine import Engine  # noqa: E402
@@ -67,27 +68,30 @@ def main() -> None:
     )
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=method.DEFAULT_PAIRS)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     args = parser.parse_args()
-    import torch
 
-    rows = []
+    threads = method.pin_threads(args.threads or None)
+    method.header(threads)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model = save_tiny_model(tmp / "model", args.preset)
         engine = Engine.load(Settings(data_dir=tmp, model_path=str(model), max_sequence_length=64))
-        run_mix(engine, tmp, "off", 2)  # warm-up
-        for threads in (torch.get_num_threads(), 1):
-            torch.set_num_threads(threads)
-            for mode in ("off", "on"):
-                rows.append((threads, mode, run_mix(engine, tmp, mode, args.jobs)))
-    best_sequential = min(t for _, mode, t in rows if mode == "off")
-    print(f"\n[overlap, {args.preset}] {args.jobs} tasks (mix of sizes, formats, numberResults), quality 95")
-    for threads, mode, seconds in rows:
         print(
-            f"  torch threads {threads}, worker_overlap={mode:<3}  {seconds:7.2f} s  "
-            f"{args.jobs / seconds * 60:6.1f} tasks/min  x{best_sequential / seconds:.2f} vs best sequential"
+            f"[overlap, {args.preset}] {args.jobs} tasks (mix of sizes, formats, numberResults), quality 95"
         )
-    print("  target: overlapped >= 1.2x the best sequential run")
+        cmp = method.compare(
+            ("worker_overlap=off", lambda: run_mix(engine, tmp, "off", args.jobs)),
+            ("worker_overlap=on", lambda: run_mix(engine, tmp, "on", args.jobs)),
+            args.pairs,
+        )
+    print(cmp.report())
+    print(
+        f"  tasks/min (median): off {args.jobs / cmp.a.median * 60:.1f}, "
+        f"on {args.jobs / cmp.b.median * 60:.1f}; "
+        "target: on >= 1.2x off in throughput (B/A <= 0.83)"
+    )
 
 
 if __name__ == "__main__":

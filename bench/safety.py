@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+import method
 import numpy as np
 from PIL import Image
 
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=1.5)
     args = parser.parse_args()
     budget = args.min_seconds
-    print(f"CPU cores visible: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    method.header(None, f"ONNX runtime threads per row: {args.threads} (no A/B ratios here: costs only)")
 
     t = time.perf_counter()
     verify_model(model_file())
