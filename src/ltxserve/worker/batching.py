@@ -75,6 +75,9 @@ async def gather(worker: Worker, task: Task) -> list[Task]:
         remaining = deadline - time.monotonic()
         if len(companions) + 1 >= settings.batch_tasks or remaining <= 0:
             break
+        # The tasks held so far have no heartbeat yet (it starts with their run): renew by hand.
+        for held in (task, *companions):
+            await worker.store.heartbeat(held.id, worker.id, settings.lease_s)
         await asyncio.sleep(min(POLL_S, remaining))
     if companions:
         log.info("batched", task_uuid=task.task_uuid, with_tasks=[t.task_uuid for t in companions])
