@@ -87,6 +87,9 @@ def test_dockerfiles(dockerfile: str, base: str) -> None:
     assert "HEALTHCHECK" in runtime
     # the source is copied after the dependencies are installed: a code change keeps those layers
     assert build.index("COPY src") > build.index("pip install /src")
+    # the stub's build leftovers are removed (found by running the built image: a stale empty
+    # ltxserve/__init__.py from the stub shadowed the real one)
+    assert "pip uninstall -y ltxserve && rm -rf /src/src /src/build" in build
     for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
         for src in shlex.split(line)[:-1]:
             assert (ROOT / src).exists(), src

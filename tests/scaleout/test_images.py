@@ -30,11 +30,12 @@ from tests.sdk.conftest import RUNWARE_0524, ensure_sdk_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 PODMAN_GLOBAL = ["--storage-driver", "vfs"]
-#: What `podman run` needs inside a build box (measured here: crun refuses the default rlimits and
-#: cgroup v1/v2 hybrid mode, and healthcheck timers need systemd). The test waits on /readyz itself.
+#: What `podman run` needs inside a build box (measured here: crun refuses cgroup v1/v2 hybrid mode,
+#: so Debian's runc; the default rlimits are above this box's hard limits; healthcheck timers need
+#: systemd). The test waits on /readyz itself.
 RUN_FLAGS = [
     "--network=host",
-    "--cgroups=disabled",
+    "--runtime=runc",
     "--no-healthcheck",
     "--ulimit=nofile=20000:20000",
     "--ulimit=nproc=1024:1024",
