@@ -257,6 +257,16 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, description="Largest input image (encoded bytes).")
     max_image_pixels: int = Field(default=40_000_000, description="Largest input image (decoded pixels).")
     upload_ttl_s: int = Field(default=86_400, description="Lifetime of imageUpload files.")
+    upload_per_minute: int = Field(
+        default=60,
+        description="Images (imageUpload, mediaStorage, inline first frames) one API key may store per "
+        "minute; more get rateLimitExceeded.",
+    )
+    upload_bytes_per_key: int = Field(
+        default=1024 * 1024 * 1024,
+        description="Bytes one API key's unexpired uploads may hold; an upload over it gets requestTooLarge "
+        "(delete with mediaStorage, or wait for upload_ttl_s).",
+    )
 
     # --- abuse limits (credentials first, bytes later) --------------------------------------
     preauth_body_bytes: int = Field(

@@ -152,6 +152,9 @@ class Upload(Base):
     storage_key: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    __table_args__ = (Index("ix_uploads_key_created", "api_key_id", "created_at"),)
 
 
 class DeliveryStatus:

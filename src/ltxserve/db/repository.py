@@ -105,8 +105,26 @@ class LimitReached(Exception):
         self.limit = limit
 
 
-#: pg_advisory_xact_lock id serializing submits cluster-wide while they count and insert.
+#: pg_advisory_xact_lock ids serializing submits (uploads) cluster-wide while they count and insert.
 SUBMIT_LOCK_ID = 0x6C7478_0001
+UPLOAD_LOCK_ID = 0x6C7478_0002
+
+
+@dataclass(frozen=True)
+class UploadQuota:
+    """Uploads one key may make per minute, and bytes its unexpired uploads may hold."""
+
+    per_minute: int
+    bytes: int
+
+
+class QuotaReached(Exception):
+    """An upload over ``UploadQuota``; ``which`` is ``per_minute`` or ``bytes``."""
+
+    def __init__(self, which: str, limit: int) -> None:
+        super().__init__(f"upload {which} quota {limit} reached")
+        self.which = which
+        self.limit = limit
 
 
 def new_webhook_secret() -> str:
@@ -306,11 +324,15 @@ class Store:
             raise TaskConflict(task_uuid) from exc
         return task
 
-    async def _check_limits(self, s: AsyncSession, api_key_id: str, limits: SubmitLimits) -> None:
+    async def _lock(self, s: AsyncSession, lock_id: int) -> None:
+        """A lock the database holds until this transaction ends; take it before counting."""
         if self.is_sqlite:
-            await s.execute(text("BEGIN IMMEDIATE"))  # the first statement: write lock before counting
+            await s.execute(text("BEGIN IMMEDIATE"))  # the first statement: the write lock
         else:
-            await s.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK_ID)))
+            await s.execute(select(func.pg_advisory_xact_lock(lock_id)))
+
+    async def _check_limits(self, s: AsyncSession, api_key_id: str, limits: SubmitLimits) -> None:
+        await self._lock(s, SUBMIT_LOCK_ID)
         active = await s.scalar(
             select(func.count())
             .select_from(Task)
@@ -616,12 +638,42 @@ class Store:
     # --- uploads ----------------------------------------------------------------------------
 
     async def add_upload(
-        self, api_key_id: str, image_uuid: str, storage_key: str, expires_at: datetime
+        self,
+        api_key_id: str,
+        image_uuid: str,
+        storage_key: str,
+        expires_at: datetime,
+        size_bytes: int = 0,
+        quota: UploadQuota | None = None,
     ) -> Upload:
+        """Record an upload; with ``quota`` counted and inserted under the same database lock as
+        ``submit`` (``QuotaReached`` when the key is over its uploads per minute or stored bytes)."""
         row = Upload(
-            image_uuid=image_uuid, api_key_id=api_key_id, storage_key=storage_key, expires_at=expires_at
+            image_uuid=image_uuid,
+            api_key_id=api_key_id,
+            storage_key=storage_key,
+            expires_at=expires_at,
+            size_bytes=size_bytes,
         )
         async with self.session() as s:
+            if quota is not None:
+                await self._lock(s, UPLOAD_LOCK_ID)
+                now = utcnow()
+                recent = await s.scalar(
+                    select(func.count())
+                    .select_from(Upload)
+                    .where(Upload.api_key_id == api_key_id, Upload.created_at > now - timedelta(minutes=1))
+                )
+                if int(recent or 0) >= quota.per_minute:
+                    raise QuotaReached("per_minute", quota.per_minute)
+                stored = await s.scalar(
+                    select(func.coalesce(func.sum(Upload.size_bytes), 0)).where(
+                        Upload.api_key_id == api_key_id,
+                        (Upload.expires_at.is_(None)) | (Upload.expires_at > now),
+                    )
+                )
+                if int(stored or 0) + size_bytes > quota.bytes:
+                    raise QuotaReached("bytes", quota.bytes)
             s.add(row)
         return row
 

@@ -219,6 +219,15 @@ def fit_cover(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((width, height), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
+def image_format(data: bytes) -> str | None:
+    """The format name (``JPEG``, ``PNG``, ...) of encoded bytes, from the header only."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            return image.format
+    except Exception:
+        return None
+
+
 def encode_png(image: Image.Image) -> bytes:
     """PNG bytes of ``image`` (lossless; what we store for the resolved input image)."""
     buf = io.BytesIO()

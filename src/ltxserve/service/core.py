@@ -40,7 +40,7 @@ from ltxserve.protocol import (
 )
 from ltxserve.protocol.errors import invalid, unsupported
 from ltxserve.service.events import CANCEL_EVENT, EventBus, Listener, TaskEvent
-from ltxserve.service.images import ImageResolver, frame_image_parameter, upload_key
+from ltxserve.service.images import ImageResolver, frame_image_parameter
 
 log = get_logger(__name__)
 
@@ -145,7 +145,7 @@ class Service:
         ref = task.frame_image
         image = None
         if ref is not None:
-            image = await self.images.load(
+            image, source = await self.images.load_with_source(
                 ref, frame_image_parameter(task), task.task_uuid, task.task_type, key
             )
         # 4. capacity: refuse what the hardware cannot do before queueing it
@@ -166,7 +166,10 @@ class Service:
         # 5. an inline image is kept like an imageUpload: the stored task refers to its imageUUID
         request = task.model_dump(mode="json", by_alias=True, exclude_none=True)
         if ref is not None and image is not None:
-            image_uuid = ref.value if ref.kind == "uuid" else await self.images.save(key, image)
+            if ref.kind == "uuid":
+                image_uuid = ref.value
+            else:
+                image_uuid, _ = await self.images.save(key, image, source, (task.task_type, task.task_uuid))
             request.pop("frameImages", None)
             request["inputs"] = {"frameImages": [{"image": image_uuid, "frame": "first"}]}
         # 6. persist task + one row per result (seed, cost) in one transaction
@@ -326,22 +329,26 @@ class Service:
     # --- imageUpload ------------------------------------------------------------------------
 
     async def upload(self, key: ApiKey, task: ImageUploadTask) -> dict[str, Any]:
-        image = await self.images.load(task.image, "image", task.task_uuid, "imageUpload", key)
-        image_uuid = await self.images.save(key, image)
-        return image_upload_item(task.task_uuid, image_uuid, self.file_url(upload_key(image_uuid)))
+        image, source = await self.images.load_with_source(
+            task.image, "image", task.task_uuid, "imageUpload", key
+        )
+        image_uuid, stored = await self.images.save(key, image, source, ("imageUpload", task.task_uuid))
+        return image_upload_item(task.task_uuid, image_uuid, self.file_url(stored))
 
     async def media_storage(self, key: ApiKey, task: MediaStorageTask) -> dict[str, Any]:
         """runware-sdk 1.8.0's ``mediaStorage``: upload an image (like imageUpload) or delete one."""
         if task.operation == "upload":
             assert task.media is not None
-            image = await self.images.load(task.media, "media", task.task_uuid, "mediaStorage", key)
-            media_uuid = await self.images.save(key, image)
+            image, source = await self.images.load_with_source(
+                task.media, "media", task.task_uuid, "mediaStorage", key
+            )
+            media_uuid, stored = await self.images.save(key, image, source, ("mediaStorage", task.task_uuid))
             return {
                 "taskType": "mediaStorage",
                 "taskUUID": task.task_uuid,
                 "operation": "upload",
                 "mediaUUID": media_uuid,
-                "mediaURL": self.file_url(upload_key(media_uuid)),
+                "mediaURL": self.file_url(stored),
             }
         assert task.media_uuid is not None
         row = await self.store.get_upload(key.id, task.media_uuid)

@@ -15,10 +15,17 @@ from typing import TYPE_CHECKING
 from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
 from ltxserve.db.models import ApiKey, utcnow
-from ltxserve.db.repository import Store
-from ltxserve.media.images import ImageDecodeError, decode_base64, decode_image, encode_png, parse_data_uri
+from ltxserve.db.repository import QuotaReached, Store, UploadQuota
+from ltxserve.media.images import (
+    ImageDecodeError,
+    decode_base64,
+    decode_image,
+    encode_png,
+    image_format,
+    parse_data_uri,
+)
 from ltxserve.net.errors import FetchError
-from ltxserve.protocol import ErrorDetail, ImageRef, RunwareError, VideoInferenceTask
+from ltxserve.protocol import ErrorCode, ErrorDetail, ImageRef, RunwareError, VideoInferenceTask
 from ltxserve.protocol.errors import invalid
 
 if TYPE_CHECKING:
@@ -27,8 +34,12 @@ if TYPE_CHECKING:
     from ltxserve.net import SafeHttpClient
 
 
-def upload_key(image_uuid: str) -> str:
-    return f"uploads/{image_uuid}.png"
+#: Encodings an upload is stored in as sent (once it decoded): compact, and what browsers show.
+KEPT_FORMATS = {"JPEG": (".jpg", "image/jpeg"), "PNG": (".png", "image/png"), "WEBP": (".webp", "image/webp")}
+
+
+def upload_key(image_uuid: str, extension: str = ".png") -> str:
+    return f"uploads/{image_uuid}{extension}"
 
 
 def frame_image_parameter(task: VideoInferenceTask) -> str:
@@ -51,6 +62,13 @@ class ImageResolver:
         self, ref: ImageRef, parameter: str, task_uuid: str, task_type: str, key: ApiKey | None = None
     ) -> Image.Image:
         """Decode ``ref``; every failure is an ``invalid<Param>`` error naming ``parameter``."""
+        image, _ = await self.load_with_source(ref, parameter, task_uuid, task_type, key)
+        return image
+
+    async def load_with_source(
+        self, ref: ImageRef, parameter: str, task_uuid: str, task_type: str, key: ApiKey | None = None
+    ) -> tuple[Image.Image, bytes]:
+        """``load``, and the encoded bytes it decoded (kept as they are by ``save``)."""
 
         def fail(reason: str) -> RunwareError:
             return RunwareError(
@@ -80,25 +98,73 @@ class ImageResolver:
                 data = fetched.content
             else:
                 raise fail("is a URL; this server does not fetch image URLs")
-            return await asyncio.to_thread(
+            image = await asyncio.to_thread(
                 decode_image,
                 data,
                 max_bytes=self.settings.max_image_bytes,
                 max_pixels=self.settings.max_image_pixels,
             )
+            return image, bytes(data)
         except ImageDecodeError as exc:
             raise fail(f"is not a usable image: {exc}") from None
         except FetchError as exc:
             raise fail(f"could not be fetched: {exc}") from None
 
-    async def save(self, key: ApiKey, image: Image.Image) -> str:
-        """Store ``image`` as an upload of ``key`` and return its imageUUID."""
+    async def save(
+        self,
+        key: ApiKey,
+        image: Image.Image,
+        source: bytes | None = None,
+        task: tuple[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """Store an upload of ``key``; returns its imageUUID and storage key.
+
+        ``source`` (the bytes ``image`` was decoded from) is kept as it is when it is JPEG, PNG
+        or WEBP: re-encoding a photo as PNG made it ~10x larger and cost seconds of CPU. Others
+        (GIF, BMP) are stored as PNG. The key's upload quota (per minute, bytes stored) is
+        checked with the insert; ``task`` (taskType, taskUUID) names the task in its errors.
+        """
         image_uuid = str(uuid.uuid4())
-        data = await asyncio.to_thread(encode_png, image)
-        await self.blobs.put_bytes(upload_key(image_uuid), data, "image/png")
+        kept = image_format(source) if source is not None else None
+        if source is not None and kept in KEPT_FORMATS:
+            extension, content_type = KEPT_FORMATS[kept]
+            data = source
+        else:
+            extension, content_type = ".png", "image/png"
+            data = await asyncio.to_thread(encode_png, image)
+        storage_key = upload_key(image_uuid, extension)
         expires = utcnow() + timedelta(seconds=self.settings.upload_ttl_s)
-        await self.store.add_upload(key.id, image_uuid, upload_key(image_uuid), expires)
-        return image_uuid
+        quota = UploadQuota(self.settings.upload_per_minute, self.settings.upload_bytes_per_key)
+        try:
+            # the row first: a refused upload leaves no file behind
+            await self.store.add_upload(key.id, image_uuid, storage_key, expires, len(data), quota)
+        except QuotaReached as exc:
+            raise RunwareError(self._quota_error(exc, len(data), task)) from None
+        try:
+            await self.blobs.put_bytes(storage_key, data, content_type)
+        except BaseException:
+            await self.store.delete_upload(image_uuid)
+            raise
+        return image_uuid, storage_key
+
+    def _quota_error(self, exc: QuotaReached, size: int, task: tuple[str, str] | None) -> ErrorDetail:
+        task_type, task_uuid = task or (None, None)
+        if exc.which == "per_minute":
+            return ErrorDetail(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"This API key stored {exc.limit} images in the last minute; wait before uploading more.",
+                None,
+                task_type,
+                task_uuid,
+            )
+        return ErrorDetail(
+            ErrorCode.REQUEST_TOO_LARGE,
+            f"This image ({size} bytes) would take this API key's uploads over their {exc.limit}-byte "
+            "quota; delete some (mediaStorage) or wait for them to expire.",
+            None,
+            task_type,
+            task_uuid,
+        )
 
     async def load_upload(self, api_key_id: str, image_uuid: str) -> Image.Image:
         """For the worker: the stored first-frame image of a persisted task."""
