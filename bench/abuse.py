@@ -3,7 +3,9 @@
     python bench/abuse.py [--seconds 15] [--repeats 2] [--baseline-src PATH]
 
 A real ``ltxserve serve`` (SQLite, tiny random-weight model: it outputs noise) is started with
-its default limits. A polite client, authenticated, pings it over a WebSocket and over REST
+its default limits. At the end of each round, ``--cancels`` 100-step tasks are cancelled a few
+steps in: the time from sending ``taskCancel`` to the ``taskCancelled`` push, also in steps.
+A polite client, authenticated, pings it over a WebSocket and over REST
 (keep-alive) every 50 ms: first alone, then while attackers flood it without any API key:
 
 - two processes each POST ``[{},{},...]`` bodies of 20 MB to ``/v1`` in a loop (no key);
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -68,17 +72,35 @@ def body_flood(port: int, source: str, stop: Any, counter: Any) -> None:
 
 
 def frame_flood(port: int, source: str, stop: Any, counter: Any) -> None:
-    """Open a WebSocket and send one 80 MB frame before authenticating, again and again."""
-    from websockets.sync.client import connect
+    """Open a WebSocket and send one 80 MB frame before authenticating, again and again.
 
-    frame = json.dumps([{"taskType": "ping", "ping": True, "pad": "x" * (80 * MB - 64)}])
+    The frame is built once, with a zero mask key (valid: masking is then the identity), so the
+    attacker spends no CPU per frame; on this shared machine that CPU would otherwise be taken
+    from the server and show up as its latency.
+    """
+    payload = json.dumps([{"taskType": "ping", "ping": True, "pad": "x" * (80 * MB - 64)}]).encode()
+    frame = b"\x81\xff" + struct.pack("!Q", len(payload)) + b"\x00\x00\x00\x00" + payload
+    upgrade = (
+        b"GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     while not stop.is_set():
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
-            with connect(f"ws://127.0.0.1:{port}/v1", sock=sock, max_size=None, open_timeout=30) as ws:
-                ws.send(frame)
-                ws.recv(timeout=30)
-        except Exception:
+            with socket.create_connection(
+                ("127.0.0.1", port), timeout=30, source_address=(source, 0)
+            ) as sock:
+                sock.sendall(upgrade)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("closed during the handshake")
+                    head += chunk
+                with contextlib.suppress(OSError):  # closed mid-frame: the point
+                    sock.sendall(frame)
+                while sock.recv(65536):
+                    pass
+        except OSError:
             time.sleep(0.01)
         with counter.get_lock():
             counter.value += 1
@@ -86,12 +108,7 @@ def frame_flood(port: int, source: str, stop: Any, counter: Any) -> None:
 
 def pinger(server: Server, seconds: float, out: dict[str, list[float]], failures: list[str]) -> None:
     """Authenticated WebSocket pings and REST pings, one every 50 ms each, for ``seconds``."""
-    from websockets.sync.client import connect
-
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30, source_address=("127.0.1.250", 0))
-    ws = connect(server.ws_url, sock=sock, max_size=None, open_timeout=30)
-    ws.send(json.dumps([{"taskType": "authentication", "apiKey": server.key}]))
-    ws.recv(timeout=30)
+    ws = server.authed_ws(source="127.0.1.250")
     rest = httpx.Client(
         base_url=server.url,
         transport=httpx.HTTPTransport(local_address="127.0.1.251"),
@@ -107,10 +124,7 @@ def pinger(server: Server, seconds: float, out: dict[str, list[float]], failures
             out["ws"].append(time.perf_counter() - t0)
         except Exception as exc:
             failures.append(f"ws: {exc!r}")
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-            ws = connect(server.ws_url, sock=sock, max_size=None, open_timeout=30)
-            ws.send(json.dumps([{"taskType": "authentication", "apiKey": server.key}]))
-            ws.recv(timeout=30)
+            ws = server.authed_ws(source="127.0.1.250")
         t0 = time.perf_counter()
         try:
             reply = rest.post("/v1", json=PING)
@@ -163,6 +177,35 @@ def phase(server: Server, seconds: float, flood: bool) -> dict[str, Any]:
     }
 
 
+def cancel_latency(server: Server, repeats: int) -> list[tuple[float, float]]:
+    """(cancel -> taskCancelled push, median step time) in seconds, for 100-step tasks cancelled
+    once they have made progress."""
+    from tests.security.server import video_task
+
+    out = []
+    ws = server.authed_ws(source="127.0.1.249")
+    for _ in range(repeats):
+        task = video_task(steps=100, width=256, height=256)
+        ws.send(json.dumps([task]))
+        steps: list[float] = []
+        while len(steps) < 5:  # a few steps in: running for sure, and a step time to compare with
+            item = json.loads(ws.recv(timeout=300)).get("data", [{}])[0]
+            if item.get("status") == "processing" and item.get("progress", 0) > 0:
+                steps.append(time.perf_counter())
+        t0 = time.perf_counter()
+        ws.send(json.dumps([{"taskType": "taskCancel", "taskUUID": task["taskUUID"]}]))
+        while True:
+            message = json.loads(ws.recv(timeout=300))
+            if any(e.get("taskUUID") == task["taskUUID"] for e in message.get("errors", [])):
+                codes = [e["code"] for e in message["errors"]]
+                assert codes == ["taskCancelled"], message
+                break
+        step = statistics.median(b - a for a, b in itertools.pairwise(steps))
+        out.append((time.perf_counter() - t0, step))
+    ws.close()
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -170,7 +213,9 @@ def pct(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_round(label: str, src: Path | None, model: Path, seconds: float) -> dict[str, Any]:
+def run_round(
+    label: str, src: Path | None, model: Path, seconds: float, cancel_repeats: int = 0
+) -> dict[str, Any]:
     overrides = {"PYTHONPATH": str(src)} if src else {}
     with (
         tempfile.TemporaryDirectory(prefix="ltx-abuse-") as tmp,
@@ -178,7 +223,8 @@ def run_round(label: str, src: Path | None, model: Path, seconds: float) -> dict
     ):
         base = phase(server, seconds / 2, flood=False)
         flood = phase(server, seconds, flood=True)
-    return {"label": label, "baseline": base, "flood": flood}
+        cancels = cancel_latency(server, cancel_repeats) if cancel_repeats else []
+    return {"label": label, "baseline": base, "flood": flood, "cancel": cancels}
 
 
 def main() -> None:
@@ -186,6 +232,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="flood phase length (baseline: half)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--baseline-src", type=Path, default=None, help="another src/ tree to compare")
+    parser.add_argument("--cancels", type=int, default=3, help="cancel-latency samples per round (this tree)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="ltx-abuse-model-") as mdir:
@@ -199,7 +246,7 @@ def main() -> None:
             if i % 2:
                 variants.reverse()
             for label, src in variants:
-                result = run_round(label, src, model, args.seconds)
+                result = run_round(label, src, model, args.seconds, args.cancels if src is None else 0)
                 rounds.append(result)
                 report([result])
     print("\n== all rounds ==")
@@ -220,6 +267,15 @@ def report(rounds: list[dict[str, Any]]) -> None:
                 f"{pct(p['rest'], 0.5):8.1f} {pct(p['rest'], 0.99):8.1f} {len(p['failures']):5d} "
                 f"{p['attacks']:7d} {p['rss_start'] / MB:7.0f} {growth:7.0f}"
             )
+    cancels = [c for r in rounds for c in r.get("cancel", [])]
+    if cancels:
+        latency = [1000 * c[0] for c in cancels]
+        in_steps = [c[0] / c[1] for c in cancels]
+        print(
+            f"cancel -> taskCancelled push: {min(latency):.0f}-{max(latency):.0f} ms "
+            f"(median {statistics.median(latency):.0f} ms; {min(in_steps):.1f}-{max(in_steps):.1f} steps "
+            f"of {1000 * statistics.median(c[1] for c in cancels):.0f} ms), n={len(cancels)}"
+        )
     floods = [r["flood"] for r in rounds if r["label"] == "this tree"]
     if floods:
         p99 = [pct(f["ws"] + f["rest"], 0.99) for f in floods]
