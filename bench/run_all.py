@@ -34,6 +34,11 @@ BENCHES = [
     ("Peak memory of long clips", ["memory.py"], False),
     ("Worker overlap", ["overlap.py"], False),
     ("Scale-out", ["scale.py"], True),
+    (
+        "Abuse: another client's ping and server memory under unauthenticated floods; cancel latency",
+        ["abuse.py"],
+        False,
+    ),
 ]
 
 
