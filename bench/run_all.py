@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument(
         "--log", action="append", default=[], help="SCRIPT=FILE: use that saved output instead of running it"
     )
+    parser.add_argument("--note", default="", help="a line for the header (e.g. how this file was made)")
     parser.add_argument("--keep", action="store_true", help="with --only: keep the other sections of --out")
     parser.add_argument("--data", type=Path, default=None, help="folder of recorded figures (default: new)")
     args = parser.parse_args()
@@ -198,10 +199,12 @@ def main() -> None:
         "begins with the exact command that reproduces it. Method (`bench/method.py`): A and B interleaved, "
         "min/median/max per side, the per-pair ratio B/A as median [min .. max], and a verdict: "
         '"within noise" when that range covers 1.0.',
+        *([f"- note: {args.note}"] if args.note else []),
         "",
     ]
     logs = dict(item.split("=", 1) for item in args.log)
     old = _sections(args.out.read_text()) if args.keep and args.out.exists() else {}
+    skipped: list[str] = []
     for title, command, takes_pairs in BENCHES:
         script = command[0]
         if script in logs:  # a run made separately (its first line is the command that made it)
@@ -220,6 +223,8 @@ def main() -> None:
         if only and script not in only:
             if script in old:
                 sections += [old[script], ""]
+            else:
+                skipped.append(f"`python bench/{' '.join(command)}` ({title})")
             continue
         if not (HERE / script).exists():
             continue
@@ -246,9 +251,15 @@ def main() -> None:
             "```",
             "",
         ]
+    if skipped:
+        sections += ["## Not run for this file", "", *[f"- {line}" for line in skipped], ""]
+    # The docs include the text between the markers (pymdownx.snippets); the pictures stay here,
+    # beside their PNGs.
+    sections[0:0] = ["<!-- --8<-- [start:results] -->", ""]
+    sections += ["<!-- --8<-- [end:results] -->", ""]
     links = plots(data, args.out.parent)
     if links:
-        sections[7:7] = ["## Pictures", "", *[f"{link}\n" for link in links], ""]
+        sections += ["## Pictures", "", *[f"{link}\n" for link in links]]
     args.out.write_text("\n".join(sections))
     print(f"wrote {args.out}")
 
