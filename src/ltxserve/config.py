@@ -244,6 +244,12 @@ class Settings(BaseSettings):
     max_queue_length: int = Field(
         default=100, description="Queued tasks across all keys before new ones are refused."
     )
+    max_queue_wait_s: float | None = Field(
+        default=None,
+        description="Admission by time: refuse (rateLimitExceeded, with the estimate in the error's "
+        "estimatedStartSeconds) a task whose estimated start (queue ETA model) is later than this many "
+        "seconds. Unset: no bound.",
+    )
     max_attempts: int = Field(
         default=3, description="Tries per task before it ends as an error (crash recovery)."
     )
@@ -253,6 +259,29 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=10.0, description="Worker heartbeat interval.")
     progress_interval_s: float = Field(
         default=0.5, description="Minimum time between progress updates of one task."
+    )
+    checkpoint_every_steps: int = Field(
+        default=10,
+        description="Step checkpoints: save a running task's denoising state (to the blob store) every "
+        "this many steps, or every checkpoint_every_s, whichever comes first; a task re-claimed after a "
+        "crash resumes there with identical output. 0 = no step criterion.",
+    )
+    checkpoint_every_s: float = Field(
+        default=60.0,
+        description="Step checkpoints: at most this many seconds of denoising are lost to a crash. "
+        "0 = no time criterion (both 0: no checkpoints).",
+    )
+    sigterm_action: Literal["checkpoint", "drain"] = Field(
+        default="checkpoint",
+        description="What a worker does on SIGTERM (preemption notice): checkpoint = save the task's "
+        "state at the next step and give it back to the queue at once (another worker resumes it); "
+        "drain = finish the task in hand first.",
+    )
+    preempt_grace_s: float = Field(
+        default=30.0,
+        description="With sigterm_action=checkpoint: how long the worker waits for the checkpoint and the "
+        "release before it exits anyway (match the cloud's preemption notice); the task then resumes "
+        "from its last periodic checkpoint once its lease runs out.",
     )
     max_image_bytes: int = Field(default=10 * 1024 * 1024, description="Largest input image (encoded bytes).")
     max_image_pixels: int = Field(default=40_000_000, description="Largest input image (decoded pixels).")

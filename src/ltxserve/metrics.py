@@ -38,6 +38,12 @@ QUEUE_OLDEST = Gauge(
     "Age of the oldest queued task (cluster-wide); 0 when the queue is empty. Grows when workers "
     "fall behind.",
 )
+QUEUED_GPU_SECONDS = Gauge(
+    "ltxserve_queued_gpu_seconds",
+    "Estimated worker-seconds of the queued tasks (cluster-wide, by model; the ETA cost model "
+    "calibrated on measured runs): the queue's size in time, what an autoscaler should watch.",
+    ["model"],
+)
 RUNNING = Gauge("ltxserve_tasks_running", "Tasks a worker holds under a lease (cluster-wide).")
 STAGE_SECONDS = Histogram(
     "ltxserve_stage_seconds",
@@ -50,6 +56,16 @@ RESULTS = Counter("ltxserve_results_total", "Results this process finished, by s
 WORKER_BUSY = Gauge("ltxserve_worker_busy", "1 while this process's worker holds a task, 0 when idle.")
 WORKER_UP = Gauge("ltxserve_worker_up", "1 while this process's worker (model loaded) takes tasks.")
 TASK_ATTEMPTS = Counter("ltxserve_task_attempts_total", "Task attempts this process started.")
+CHECKPOINTS = Counter(
+    "ltxserve_checkpoints_total",
+    "Step checkpoints of running tasks, by outcome (written, failed: the write failed and the task "
+    "went on; resumed: an attempt started from one; refused: one of another model, shape or code "
+    "version, or unreadable, so the attempt started from step 0).",
+    ["outcome"],
+)
+PREEMPTIONS = Counter(
+    "ltxserve_preemptions_total", "Tasks this process checkpointed and released on SIGTERM."
+)
 DELIVERIES = Counter(
     "ltxserve_deliveries_total",
     "Webhook/upload attempts this process made, by kind (webhook, upload) and outcome (delivered, "

@@ -141,6 +141,8 @@ class Runtime:
         counts = await self.store.count_by_status()
         metrics.QUEUE_DEPTH.set(counts["queued"])
         metrics.RUNNING.set(counts["running"])
+        _, queued_seconds = await self.service.queue_estimates()
+        metrics.QUEUED_GPU_SECONDS.labels(self.service.calibration.model).set(queued_seconds)
         oldest = await self.store.oldest_queued_at()
         metrics.QUEUE_OLDEST.set(0.0 if oldest is None else max((utcnow() - oldest).total_seconds(), 0.0))
 
@@ -149,13 +151,22 @@ class Runtime:
         return next((t for t in self._tasks if t.get_name() == "worker"), None)
 
     async def stop(self) -> None:
-        """Drain: the worker finishes the task in hand (SIGTERM), then everything closes."""
+        """SIGTERM: the worker drains or gives back the task in hand (``sigterm_action``), then
+        everything closes."""
         if self.worker is not None:
             self.worker.stop()
         for task in self._tasks:
             if task.get_name() == "worker" and self.worker is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task  # drain the task in hand
+                # drain the task in hand, or (preemption) wait for its checkpoint and release
+                preempting = self.settings.sigterm_action == "checkpoint"
+                grace = self.settings.preempt_grace_s if preempting else None
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), grace)
+                except asyncio.CancelledError:
+                    pass
+                except TimeoutError:
+                    log.warning("preemption grace time ran out; exiting with the task in hand")
+                    task.cancel()
             else:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
+import numpy as np
 import pytest
 
+from ltxserve.engine.resume import StepState
 from tests.api.conftest import free_port, video_task
 
 pytestmark = pytest.mark.slow
@@ -165,6 +170,7 @@ def test_task_that_keeps_killing_its_server_ends_as_error(server: ServerProcess)
 
 
 def test_sigterm_drains_the_running_task(server: ServerProcess) -> None:
+    server.env["LTXSERVE_SIGTERM_ACTION"] = "drain"
     key = create_key(server.env)
     server.start()
     task = video_task(**{**SLOW, "steps": 20})
@@ -176,3 +182,101 @@ def test_sigterm_drains_the_running_task(server: ServerProcess) -> None:
     assert server.db("SELECT status, attempts FROM tasks WHERE task_uuid = ?", task["taskUUID"]) == [
         ("success", 1)
     ]
+
+
+# --- step checkpoints: killed anywhere, the task resumes to the very same video ------------------
+
+
+def latest_state(server: ServerProcess, task_id: str) -> StepState | None:
+    """The newest checkpoint the server wrote for ``task_id`` (puts are atomic renames)."""
+    files = sorted(
+        (server.data_dir / "files" / "checkpoints" / task_id).glob("*.pt"), key=lambda p: p.stat().st_mtime
+    )
+    return StepState.from_bytes(files[-1].read_bytes()) if files else None
+
+
+def wait_state(server: ServerProcess, task_id: str, ok: Callable[[StepState], bool]) -> StepState:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        state = latest_state(server, task_id)
+        if state is not None and ok(state):
+            return state
+        time.sleep(0.02)
+    raise AssertionError("no such checkpoint appeared:\n" + server.log.read_text()[-3000:])
+
+
+def resumed_at(server: ServerProcess) -> list[int]:
+    """Progress (steps) of each "resuming from a checkpoint" in the server's JSON log."""
+    out = []
+    for line in server.log.read_text().splitlines():
+        if line.startswith("{") and '"resuming from a checkpoint"' in line:
+            out.append(int(json.loads(line)["progress"]))
+    return out
+
+
+def decoded(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Every video frame and audio sample of an encoded file."""
+    with av.open(io.BytesIO(data), "r") as box:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in box.decode(video=0)])
+    with av.open(io.BytesIO(data), "r") as box:
+        audio = np.concatenate([f.to_ndarray() for f in box.decode(audio=0)], axis=-1)
+    return frames, audio
+
+
+@pytest.mark.timeout(600)  # four server starts
+def test_killed_and_preempted_task_resumes_to_the_same_video(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """One task, interrupted three times: SIGTERM (preemption: checkpoint and give back) mid-denoise,
+    SIGKILL later mid-denoise, SIGKILL during decode/encode (a kill before the first checkpoint
+    restarts from step 0: ``test_task_that_keeps_killing_its_server_ends_as_error``).
+    Its video and audio equal those of an uninterrupted task with the same seed, and each resume
+    starts at the newest checkpoint (at most one interval, here one step, is lost)."""
+    server = ServerProcess(
+        tmp_path,
+        tiny_model_dir,
+        LTXSERVE_MAX_ATTEMPTS="5",
+        LTXSERVE_CHECKPOINT_EVERY_STEPS="1",
+        LTXSERVE_LOG_FORMAT="json",
+    )
+    try:
+        key = create_key(server.env)
+        server.start()
+        params = {**SLOW, "steps": 30, "seed": 11}
+        reference = video_task(**params)
+        assert server.post([reference], key).status_code == 200
+        (ref,) = server.wait_done(reference["taskUUID"], key)["data"]
+
+        task = video_task(**params)
+        assert server.post([task], key).status_code == 200
+        ((task_id,),) = server.wait_db("SELECT id FROM tasks WHERE task_uuid = ?", task["taskUUID"])
+        wait_state(server, task_id, lambda s: s.progress >= 8)
+        assert server.signal(signal.SIGTERM) in (0, -signal.SIGTERM)  # 1. preemption notice
+        # given back at once, not finished, and the preemption is not counted as a failed attempt
+        assert server.db("SELECT status, attempts FROM tasks WHERE id = ?", task_id) == [("queued", 0)]
+        preempted = latest_state(server, task_id)
+        assert preempted is not None
+
+        server.start()
+        later = wait_state(server, task_id, lambda s: s.progress >= preempted.progress + 8)
+        assert server.signal(signal.SIGKILL) == -signal.SIGKILL  # 2. mid-denoise
+        last = latest_state(server, task_id)
+        assert last is not None
+
+        server.start()
+        wait_state(server, task_id, lambda s: s.finished)
+        assert server.signal(signal.SIGKILL) == -signal.SIGKILL  # 3. during decode/encode
+        assert server.db("SELECT status FROM tasks WHERE id = ?", task_id) == [("running",)]
+
+        server.start()
+        (item,) = server.wait_done(task["taskUUID"], key)["data"]
+        # each attempt started where the one before left its newest checkpoint
+        assert resumed_at(server)[-3:] == [preempted.progress, last.progress, 30]
+        assert later.progress <= last.progress
+        got = decoded(httpx.get(item["videoURL"]).content)
+        want = decoded(httpx.get(ref["videoURL"]).content)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        # the checkpoints went with the task
+        assert not list((server.data_dir / "files" / "checkpoints" / task_id).glob("*.pt"))
+        server.signal(signal.SIGTERM)
+    finally:
+        server.stop()

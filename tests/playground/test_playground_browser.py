@@ -283,6 +283,11 @@ def test_progress_reload_and_cancel(probe: PageProbe, live: LiveServer) -> None:
         "() => document.querySelector('#tasks > li .slot progress')?.value > 0", timeout=10_000
     )
     assert any(t == {"taskType": "getResponse", "taskUUID": task_uuid} for t in sent_tasks(probe))
+    # the server's estimate, counting down in the card (service.eta's etaSeconds)
+    page.wait_for_function(
+        "() => /about \\d+ s left|finishing/.test(document.querySelector('#tasks > li .status').textContent)",
+        timeout=10_000,
+    )
 
     card.locator("button.cancel").click()
     page.wait_for_selector('#tasks > li[data-status="cancelled"]')

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from ltxserve.engine.resume import StepState
 from tests.api.conftest import video_task
-from tests.scaleout.cluster import Cluster, Weed, pg_database, terminate_backends
+from tests.api.test_api_durability import decoded
+from tests.scaleout.cluster import BUCKET, Cluster, Weed, pg_database, terminate_backends
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +43,13 @@ def cluster(
     logs = tmp_path_factory.mktemp("cluster")
     with pg_database() as url:
         c = Cluster(
-            url, weed, tiny_model_dir, logs, workers=4, LTXSERVE_S3_PREFIX=f"c{uuid.uuid4().hex[:8]}/"
+            url,
+            weed,
+            tiny_model_dir,
+            logs,
+            workers=4,
+            LTXSERVE_S3_PREFIX=f"c{uuid.uuid4().hex[:8]}/",
+            LTXSERVE_SIGTERM_ACTION="drain",  # the preemption test below switches it per worker
         )
         try:
             c.start()
@@ -216,3 +225,59 @@ def test_sigterm_drains_the_task_in_hand(cluster: Cluster) -> None:
     c.wait_db("SELECT 1 FROM tasks WHERE task_uuid = %s AND progress > 0", task_uuid)
     assert worker.signal(signal.SIGTERM) == 0
     assert c.db("SELECT status, attempts FROM tasks WHERE task_uuid = %s", task_uuid) == [("success", 1)]
+
+
+def _checkpoint(c: Cluster, task_id: str) -> StepState | None:
+    """The newest step checkpoint of ``task_id`` in S3 (highest attempt number)."""
+    keys = c.weed.keys(f"{_prefix(c)}checkpoints/{task_id}/")
+    if not keys:
+        return None
+    newest = max(keys, key=lambda k: int(k.rsplit("/", 1)[1].split(".")[0]))
+    body = c.weed.client().get_object(Bucket=BUCKET, Key=newest)["Body"].read()
+    return StepState.from_bytes(body)
+
+
+def _wait_checkpoint(c: Cluster, task_id: str, min_progress: int) -> StepState:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        state = _checkpoint(c, task_id)
+        if state is not None and state.progress >= min_progress:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at {min_progress} steps")
+
+
+@pytest.mark.timeout(600)  # worker starts
+def test_killed_then_preempted_task_resumes_on_other_workers(cluster: Cluster) -> None:
+    """Checkpoints in S3: a worker SIGKILLed mid-denoise, then its successor preempted (SIGTERM:
+    checkpoint, give back at once); each next worker resumes, and the video equals an
+    uninterrupted one with the same seed."""
+    c = cluster
+    assert not any(w.alive() for w in c.workers)  # the drain test stopped the last one
+    for w in c.workers[:2]:
+        w.env.update(LTXSERVE_SIGTERM_ACTION="checkpoint", LTXSERVE_CHECKPOINT_EVERY_STEPS="1")
+        w.start()
+    c.wait_ready()
+    params = {**SLOW, "seed": 21}
+    ref = c.wait_done(1, c.submit(0, **params))["data"][0]
+
+    task_uuid = c.submit(0, **params)
+    first = c.worker_running(task_uuid)
+    ((task_id,),) = c.db("SELECT id FROM tasks WHERE task_uuid = %s", task_uuid)
+    killed_at = _wait_checkpoint(c, task_id, 10)
+    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
+    second = c.worker_running(task_uuid, attempt=2)  # after the lease ran out
+    assert second is not first
+    _wait_checkpoint(c, task_id, killed_at.progress + 10)
+    assert second.signal(signal.SIGTERM) == 0  # gave the task back rather than finishing it
+    assert c.db("SELECT status, attempts FROM tasks WHERE id = %s", task_id) == [("queued", 1)]
+    first.start()  # the only worker now
+    item = c.wait_done(1, task_uuid, timeout=180)["data"][0]
+
+    got = decoded(httpx.get(item["videoURL"], timeout=30).content)
+    want = decoded(httpx.get(ref["videoURL"], timeout=30).content)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert not c.weed.keys(f"{_prefix(c)}checkpoints/")  # deleted with the task
+    log = first.log.read_text()
+    assert '"resuming from a checkpoint"' in log or "resuming from a checkpoint" in log

@@ -103,6 +103,8 @@ class _Connection:
         """Forward a task event: progress as a processing item, results and errors as sent."""
         if event.kind == "progress":
             item = processing_item(event.payload["taskUUID"], event.payload["progress"])
+            if "etaSeconds" in event.payload:  # service.eta: an extra field the SDKs pass over
+                item["etaSeconds"] = event.payload["etaSeconds"]
             await self.send({"data": [item]})
             return
         body: dict[str, Any] = {}

@@ -84,6 +84,10 @@ def retry_db(
     return wrapper
 
 
+#: (id, status, created_at, request, progress) of a queued or running task.
+ActiveTask = tuple[str, str, datetime, dict[str, Any], float]
+
+
 class TaskConflict(Exception):
     """The API key already used this taskUUID."""
 
@@ -410,6 +414,17 @@ class Store:
             query = select(func.min(Task.created_at)).where(Task.status == TaskStatus.QUEUED)
             return await s.scalar(query)  # type: ignore[no-any-return]
 
+    async def active_tasks(self, limit: int = 10_000) -> list[ActiveTask]:
+        """(id, status, created_at, request, progress) of queued and running tasks (queue ETA)."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Task.id, Task.status, Task.created_at, Task.request, Task.progress)
+                .where(Task.status.in_(ACTIVE))
+                .order_by(Task.created_at)
+                .limit(limit)
+            )
+            return [tuple(r) for r in rows.all()]  # type: ignore[misc]
+
     async def count_queued(self) -> int:
         async with self.sessions() as s:
             query = select(func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)
@@ -460,13 +475,17 @@ class Store:
         return row is not None and not row[0]
 
     @retry_db
-    async def release(self, task_id: str, worker_id: str) -> bool:
-        """Give a running task back to the queue (its attempt failed; attempts stay counted)."""
+    async def release(self, task_id: str, worker_id: str, refund_attempt: bool = False) -> bool:
+        """Give a running task back to the queue: its attempt failed (attempts stay counted), or
+        its worker was preempted (``refund_attempt``: a preemption is not the task's fault)."""
+        values: dict[str, Any] = {"status": TaskStatus.QUEUED, "worker_id": None, "lease_expires_at": None}
+        if refund_attempt:
+            values["attempts"] = Task.attempts - 1
         async with self.session() as s:
             res = await s.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
-                .values(status=TaskStatus.QUEUED, worker_id=None, lease_expires_at=None)
+                .values(**values)
             )
             released = bool(res.rowcount)  # type: ignore[attr-defined]
             if released and self.enqueue is not None:

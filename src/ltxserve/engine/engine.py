@@ -483,7 +483,10 @@ class Engine:
         state = ck.resume if ck is not None else None
         if ck is not None and state is not None:
             resume.restore_generators(generators, state.generators)
-            on_step(state.progress - ck.done_before)
+            refine_steps = self.preset.refine_sampling().steps if run.two_stage else 0
+            stage_steps = first.steps if state.stage == 1 else refine_steps
+            before = first.steps if state.stage == 2 else 0
+            on_step(before + (stage_steps if state.finished else state.step))  # never below the state
             log.info("resuming from checkpoint", stage=state.stage, step=state.step, progress=state.progress)
 
         # a. denoise: the only stage, or stage 1 at half size

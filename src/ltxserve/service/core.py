@@ -7,6 +7,7 @@ transports call these and share one error vocabulary (``ltxserve.protocol.errors
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from ltxserve.protocol import (
     video_success_item,
 )
 from ltxserve.protocol.errors import invalid, unsupported
+from ltxserve.service import eta
 from ltxserve.service.events import CANCEL_EVENT, EventBus, Listener, TaskEvent
 from ltxserve.service.images import ImageResolver, frame_image_parameter
 
@@ -56,6 +58,22 @@ class Reply:
 
 def video_key(video_uuid: str, fmt: str) -> str:
     return f"videos/{video_uuid}{VideoFormat(fmt).extension}"
+
+
+def checkpoint_key(task_id: str, attempt: int) -> str:
+    """One object per attempt (``ltxserve.worker.checkpoints``): a stale worker never overwrites
+    the state its successor resumes from."""
+    return f"checkpoints/{task_id}/{attempt}.pt"
+
+
+async def delete_checkpoints(blobs: BlobStore, task_id: str, attempts: int) -> None:
+    """Remove the step checkpoints of an ended task (failures logged: they only cost space)."""
+    for attempt in range(1, attempts + 1):
+        key = checkpoint_key(task_id, attempt)
+        try:
+            await blobs.delete(key)
+        except Exception as exc:
+            log.warning("checkpoint not deleted", task_id=task_id, key=key, error=repr(exc))
 
 
 class Service:
@@ -79,6 +97,8 @@ class Service:
         self.http = http
         self.deliverer = deliverer
         self.images = ImageResolver(settings, store, blobs, http)
+        self.calibration = eta.Calibration(blobs, eta.model_name(settings))
+        self._estimates: tuple[float, dict[str, eta.Estimate], float] | None = None
 
     # --- URLs -------------------------------------------------------------------------------
 
@@ -132,6 +152,18 @@ class Service:
             raise RunwareError(self._limit_error(task, "key"))
         if await self.store.count_queued() >= self.settings.max_queue_length:
             raise RunwareError(self._limit_error(task, "queue"))
+        #    admission by time: refuse a task that would wait longer than the bound (service.eta)
+        if self.settings.max_queue_wait_s is not None:
+            start = await self.queue_start_seconds()
+            if start > self.settings.max_queue_wait_s:
+                error = self._error(
+                    task,
+                    ErrorCode.RATE_LIMIT_EXCEEDED,
+                    f"The queue is about {round(start)} s long; this server starts tasks within "
+                    f"{round(self.settings.max_queue_wait_s)} s. Retry later.",
+                )
+                error.extra["estimatedStartSeconds"] = round(start, 1)
+                raise RunwareError(error)
         # 2. delivery targets must pass the same address policy as image URLs
         for parameter, url in (("webhookURL", task.webhook_url), ("uploadEndpoint", task.upload_endpoint)):
             if url is not None and self.http is not None:
@@ -218,9 +250,43 @@ class Service:
             )
         return task
 
+    async def queue_estimates(self, task_id: str | None = None) -> tuple[dict[str, eta.Estimate], float]:
+        """Position and time to finish of every active task, and the queued GPU-seconds
+        (``service.eta``); computed at most once a second however often clients poll (sooner
+        for a task the last computation did not see)."""
+        now = time.monotonic()
+        cached = self._estimates
+        if cached is not None and now - cached[0] < 1.0 and (task_id is None or task_id in cached[1]):
+            return cached[1], cached[2]
+        preset = self.settings.preset()
+        entries = [
+            eta.QueueEntry(task_id, status, created, eta.task_work(request, preset), progress)
+            for task_id, status, created, request, progress in await self.store.active_tasks()
+        ]
+        rates = await self.calibration.rates()
+        estimates, queued = eta.estimate_all(entries, rates), eta.queued_seconds(entries, rates)
+        self._estimates = (now, estimates, queued)
+        return estimates, queued
+
+    async def queue_start_seconds(self) -> float:
+        """When a task accepted now would start (admission by time)."""
+        preset = self.settings.preset()
+        entries = [
+            eta.QueueEntry(task_id, status, created, eta.task_work(request, preset), progress)
+            for task_id, status, created, request, progress in await self.store.active_tasks()
+        ]
+        return eta.start_seconds(entries, await self.calibration.rates())
+
     async def result_items_with_uploads(self, task: Task) -> Reply:
-        """Result items; with an uploadEndpoint each success item says how its upload went."""
+        """Result items; with an uploadEndpoint each success item says how its upload went;
+        while the task is active each item carries its queue position and estimated seconds to
+        finish (``queuePosition``, ``etaSeconds``: extra fields the official SDKs pass over)."""
         reply = self.result_items(task)
+        if task.status not in TaskStatus.TERMINAL and reply.data:
+            estimate = (await self.queue_estimates(task.id))[0].get(task.id)
+            if estimate is not None:
+                for item in reply.data:
+                    item.update(eta.wire_fields(estimate))
         if task.request.get("uploadEndpoint") and reply.data and task.status in TaskStatus.TERMINAL:
             states = {
                 d.result_id: d.status for d in await self.store.deliveries_for(task.id) if d.kind == "upload"

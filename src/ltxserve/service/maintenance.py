@@ -13,7 +13,7 @@ import asyncio
 from ltxserve.config import Settings
 from ltxserve.logs import get_logger
 from ltxserve.queue import TaskQueue
-from ltxserve.service.core import Service
+from ltxserve.service.core import Service, delete_checkpoints
 
 log = get_logger(__name__)
 
@@ -48,6 +48,7 @@ class Sweeper:
             task = await store.get_task(task_id)
             if task is not None:
                 await self.service.publish_results(task)
+                await delete_checkpoints(self.service.blobs, task.id, task.attempts)
         if recovered.requeued:
             self.service.wake()
 

@@ -28,15 +28,17 @@ from ltxserve import metrics, tracing
 from ltxserve.config import Settings
 from ltxserve.db.models import Task, TaskStatus, utcnow
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationJob, GenerationResult
+from ltxserve.engine.resume import Checkpointing, GenerationPreempted
 from ltxserve.logs import get_logger, printable
 from ltxserve.media.encode import EncodeAborted, StreamingEncode, VideoFormat, encode_video
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
 from ltxserve.protocol.errors import unsupported
 from ltxserve.queue import TableQueue, TaskQueue
 from ltxserve.safety import NSFWChecker, SafetyMode, check_video
-from ltxserve.service.core import Service, video_key
+from ltxserve.service import eta
+from ltxserve.service.core import Service, delete_checkpoints, video_key
 from ltxserve.service.events import CANCEL_EVENT, TaskEvent
-from ltxserve.worker import batching
+from ltxserve.worker import batching, checkpoints
 
 log = get_logger(__name__)
 
@@ -60,13 +62,19 @@ class Worker:
         self.checker = NSFWChecker()  # loads its model on first use: never when no task asks
         self.overlap = worker_overlap(settings, engine)
         self._finishing: set[asyncio.Task[None]] = set()
+        self.runs_in_hand: list[_TaskRun] = []
 
     def wake(self) -> None:
         self.queue.wake()
 
     def stop(self) -> None:
-        """Finish the task in hand, then return from ``run`` (graceful drain on SIGTERM)."""
+        """Return from ``run`` after the task in hand (SIGTERM): with ``sigterm_action=checkpoint``
+        that task is checkpointed at its next step and given back to the queue (preemption);
+        with ``drain`` it is finished first."""
         self._stopping.set()
+        if self.settings.sigterm_action == "checkpoint":
+            for run in self.runs_in_hand:  # (tasks batched together drain: no checkpoints there)
+                run.preempt.set()
         self.queue.wake()
 
     async def run(self) -> None:
@@ -98,6 +106,7 @@ class Worker:
                     log.error("task gave up after too many attempts", task_uuid=done.task_uuid)
                     self._count(done)
                     await self.service.publish_results(done)
+                    await delete_checkpoints(self.service.blobs, done.id, done.attempts)
             if recovered.requeued:
                 claimed = await self.store.claim(self.id, self.settings.lease_s, task_id=task_id)
         if claimed is not None:
@@ -120,6 +129,10 @@ class Worker:
         # ... and the first one's for the generator (a batch generates once for all)
         with tracing.use(runs[0].span):
             self.busy = True
+            self.runs_in_hand = runs
+            if self._stopping.is_set() and self.settings.sigterm_action == "checkpoint":
+                for r in runs:
+                    r.preempt.set()
             metrics.WORKER_BUSY.set(1)
             try:
                 if len(runs) == 1:
@@ -133,6 +146,7 @@ class Worker:
                 for r in runs:
                     await r.results.put(None)
                 self.busy = False
+                self.runs_in_hand = []
                 metrics.WORKER_BUSY.set(0)
         if self.overlap:
             for finisher in finishers:
@@ -299,11 +313,16 @@ class _TaskRun:
             task_uuid=task.task_uuid, task_id=task.id, attempt=task.attempts, worker=worker.id
         )
         self.cancel = threading.Event()
+        self.preempt = threading.Event()  # SIGTERM: checkpoint at the next step, give the task back
+        self.checkpoints: checkpoints.CheckpointWriter | None = None
         self.results: asyncio.Queue[tuple[Any, GenerationResult, StreamingEncode | None] | None] = (
             asyncio.Queue(maxsize=1)
         )
         self.error: BaseException | None = None
         self.model: VideoInferenceTask | None = None
+        self.work: eta.Work | None = None
+        self.fresh = False
+        self.denoise_s = 0.0
         self.sink: _EncodeSink | None = None
         self.pending: list[Any] = []  # result rows this attempt makes
         self.progress: _Progress | None = None
@@ -352,6 +371,9 @@ class _TaskRun:
         job = replace(to_job(model, image=image), seeds=tuple(r.seed for r in self.pending))
         loop = asyncio.get_running_loop()
         self.progress = _Progress(worker, task, loop, done=len(task.results) - len(self.pending))
+        self.work = eta.task_work(task.request, worker.settings.preset())
+        self.progress.seconds = self.work.seconds(await worker.service.calibration.rates())
+        self.fresh = len(self.pending) == len(task.results)  # a whole run: a calibration sample
         if worker.settings.stream_encode:
             self.sink = _EncodeSink(VideoFormat(model.output_format), model.output_quality)
         return job
@@ -387,8 +409,13 @@ class _TaskRun:
         worker, blog = self.worker, self.blog
         size = f"{job.width}x{job.height}"
         blog.info("generating", results=len(job.seeds), seeds=list(job.seeds), size=size)
-        # 2. generate in a thread; progress comes back through the loop, throttled
-        batches = worker.engine.generate_batches(job, self.progress, self.cancel, sink=self.sink)
+        # 2. generate in a thread; progress comes back through the loop, throttled; step
+        #    checkpoints go to the blob store, and an earlier attempt's last one is resumed
+        ck = await self._checkpointing(asyncio.get_running_loop())
+        self.fresh = self.fresh and (ck is None or ck.resume is None)
+        batches = worker.engine.generate_batches(
+            job, self.progress, self.cancel, sink=self.sink, checkpoint=ck
+        )
         index = 0
         # the engine's stage spans (enhance, text_encode, denoise, decode) nest in this one
         with tracing.span("generate", results=len(job.seeds)):
@@ -400,12 +427,34 @@ class _TaskRun:
                         break
                     metrics.STAGE_SECONDS.labels("generate").observe(time.perf_counter() - t0)
                     self.log_generated(batch, job)
+                    self.denoise_s = batch[0].timings.denoise  # the job's total so far
                     # 3. hand each result to the finisher
                     for result in batch:
                         await self.hand_over(index, result)
                         index += 1
             finally:
                 await asyncio.to_thread(batches.close)
+
+    async def _checkpointing(self, loop: asyncio.AbstractEventLoop) -> Checkpointing | None:
+        settings, task = self.worker.settings, self.task
+        periodic = settings.checkpoint_every_steps > 0 or settings.checkpoint_every_s > 0
+        if not periodic and settings.sigterm_action != "checkpoint":
+            return None
+        blobs = self.worker.service.blobs
+        state = await checkpoints.load_latest(blobs, task.id, task.attempts, self.blog)
+        if state is not None:
+            metrics.CHECKPOINTS.labels("resumed").inc()
+            self.blog.info(
+                "resuming from a checkpoint", stage=state.stage, step=state.step, progress=state.progress
+            )
+        self.checkpoints = checkpoints.CheckpointWriter(blobs, task.id, task.attempts, loop, self.blog)
+        return Checkpointing(
+            save=self.checkpoints.save,
+            every_steps=settings.checkpoint_every_steps,
+            every_seconds=settings.checkpoint_every_s,
+            resume=state,
+            preempt=self.preempt,
+        )
 
     async def finish(self) -> None:
         worker, blog = self.worker, self.blog
@@ -443,7 +492,21 @@ class _TaskRun:
 
     async def _conclude(self, error: BaseException | None) -> None:
         worker, task, blog = self.worker, self.task, self.blog
+        if isinstance(error, GenerationPreempted):
+            # the state goes to the store before the task goes back: the next worker resumes it
+            stored = self.checkpoints is None or await self.checkpoints.flush(worker.settings.preempt_grace_s)
+            released = await worker.store.release(task.id, worker.id, refund_attempt=True)
+            metrics.PREEMPTIONS.inc()
+            blog.warning(
+                "task preempted: checkpointed and given back",
+                progress=error.state.progress if error.state else None,
+                checkpoint_stored=stored,
+                released=released,
+            )
+            return
+        await self._end_checkpoints(error)
         if error is None:
+            await self._calibrate()
             done = await worker.store.finish_task(task.id)
             if done is not None:
                 worker._count(done)
@@ -469,6 +532,38 @@ class _TaskRun:
                 await worker._fail(task, ErrorCode.INFERENCE_ERROR, f"generation failed: {error}")
         else:
             raise error  # CancelledError, KeyboardInterrupt: not ours to swallow
+
+    async def _calibrate(self) -> None:
+        """A whole, fresh run measures this worker's rates for the ETA model (``service.eta``)."""
+        if not self.fresh or self.work is None or self.denoise_s <= 0:
+            return
+        total = time.perf_counter() - self.started
+        try:
+            rates = await self.worker.service.calibration.record(
+                self.work, self.denoise_s, max(total - self.denoise_s, 0.0)
+            )
+        except Exception as exc:
+            self.blog.warning("calibration not stored", error=repr(exc))
+            return
+        self.blog.info(
+            "calibration updated",
+            denoise_rate=f"{rates.denoise:.3g}",
+            pixel_rate=f"{rates.pixels:.3g}",
+            samples=rates.samples,
+            estimate_error=round(total / max(self.work.seconds(rates), 1e-9) - 1, 3),
+        )
+
+    async def _end_checkpoints(self, error: BaseException | None) -> None:
+        """A task that ends now needs no checkpoint; one that will be retried keeps them."""
+        retried = (
+            isinstance(error, Exception)
+            and not isinstance(error, (GenerationCancelled, CapacityError))
+            and self.task.attempts < self.worker.settings.max_attempts
+        )
+        if self.checkpoints is not None:
+            await self.checkpoints.flush()
+        if not retried:
+            await delete_checkpoints(self.worker.service.blobs, self.task.id, self.task.attempts)
 
 
 class _EncodeSink:
@@ -522,6 +617,8 @@ class _Progress:
         self.total_results = len(task.results)
         self.done_results = done
         self.last = 0.0
+        self.floor = task.progress or 0.0  # a resumed task never shows less than it had shown
+        self.seconds = 0.0  # the task's estimated run time (service.eta), for etaSeconds
 
     def __call__(self, step: int, total: int) -> None:
         now = time.monotonic()
@@ -531,14 +628,23 @@ class _Progress:
         # Share of the whole task: results already made count as complete.
         remaining = self.total_results - self.done_results
         pct = 100.0 * (self.done_results + remaining * step / total) / self.total_results
-        pct = min(pct, 99.0)  # 100 only once the files are stored
+        pct = max(min(pct, 99.0), self.floor)  # 100 only once the files are stored
+        self.floor = pct
         asyncio.run_coroutine_threadsafe(self._publish(pct), self.loop)
 
     async def _publish(self, pct: float) -> None:
         try:
             await self.worker.store.set_progress(self.task.id, pct)
             await self.worker.service.bus.publish(
-                TaskEvent(self.task.id, "progress", {"taskUUID": self.task.task_uuid, "progress": round(pct)})
+                TaskEvent(
+                    self.task.id,
+                    "progress",
+                    {
+                        "taskUUID": self.task.task_uuid,
+                        "progress": round(pct),
+                        "etaSeconds": round(self.seconds * (1 - pct / 100), 1),
+                    },
+                )
             )
         except Exception:
             log.exception("progress update failed", task_uuid=self.task.task_uuid)

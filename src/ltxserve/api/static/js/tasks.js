@@ -93,6 +93,9 @@ export class TaskList {
       if (item.status === "processing") {
         if (ACTIVE.has(task.status) && task.status !== "cancelling") task.status = "processing";
         if (typeof item.progress === "number") task.progress = Math.max(task.progress ?? 0, item.progress);
+        // queue position while it waits, estimated seconds to finish (extra fields of ltxserve)
+        task.position = typeof item.queuePosition === "number" ? item.queuePosition : null;
+        if (typeof item.etaSeconds === "number") task.etaAt = Date.now() + item.etaSeconds * 1000;
       } else if (item.status === "success" || item.videoUUID) {
         finals.set(task.uuid, [...(finals.get(task.uuid) || []), { ok: true, item }]);
       }
@@ -279,7 +282,21 @@ function updateProgress(slot, task, label) {
   } else {
     bar.value = task.progress;
   }
-  words.textContent = label + (task.status === "queued" ? "waiting for a worker…" : `${task.progress ?? 0}%`);
+  const waiting = task.status === "queued" || task.position;
+  words.textContent =
+    label + (waiting ? `waiting for a worker${queued(task)}…` : `${task.progress ?? 0}%`) + etaText(task);
+}
+
+/** " (#2 in the queue)" while the server reports a queue position. */
+function queued(task) {
+  return task.position ? ` (#${task.position} in the queue)` : "";
+}
+
+/** " · about 12 s left", counting down from the server's last estimate. */
+function etaText(task) {
+  if (!task.etaAt || !ACTIVE.has(task.status)) return "";
+  const left = Math.max(0, Math.round((task.etaAt - Date.now()) / 1000));
+  return left > 0 ? ` · about ${left} s left` : " · finishing";
 }
 
 function statusText(task) {
@@ -287,9 +304,10 @@ function statusText(task) {
   const note = task.note ? ` — ${task.note}` : "";
   switch (task.status) {
     case "queued":
-      return `Queued · ${seconds} s${note}`;
+      return `Queued${queued(task)}${etaText(task)} · ${seconds} s${note}`;
     case "processing":
-      return `Generating ${task.progress ?? 0}% · ${seconds} s${note}`;
+      if (task.position) return `Queued${queued(task)}${etaText(task)} · ${seconds} s${note}`;
+      return `Generating ${task.progress ?? 0}%${etaText(task)} · ${seconds} s${note}`;
     case "cancelling":
       return "Cancelling…";
     case "done":
