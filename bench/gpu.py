@@ -788,10 +788,18 @@ def write_results(path: Path, body: list[str], command: str) -> None:
         "```",
     ]
     section = "\n".join([*header, *body, "```", ""])
+    # no longer "not run" (run_all.py lists it there until a GPU run exists)
+    text = (
+        "\n".join(line for line in text.splitlines() if not line.startswith("- `python bench/gpu.py`")) + "\n"
+    )
+    end_marker = "<!-- --8<-- [end:results] -->"  # run_all.py's docs include ends there
     if SECTION in text:
         before, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = before + section + (rest[nxt + 1 :] if nxt >= 0 else "")
+        ends = [i for i in (rest.find("\n## "), rest.find("\n<!-- --8<--")) if i >= 0]
+        text = before + section + (rest[min(ends) + 1 :] if ends else "")
+    elif end_marker in text:
+        before, _, rest = text.partition(end_marker)
+        text = before.rstrip("\n") + "\n\n" + section + "\n" + end_marker + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)

@@ -251,6 +251,12 @@ def main() -> None:
             "```",
             "",
         ]
+    # bench/gpu.py runs on GPU machines only, not in `make bench`: its last section stays
+    earlier = _sections(args.out.read_text()).get("gpu.py") if args.out.exists() else None
+    if earlier:
+        sections += [earlier.split("\n<!-- --8<--")[0].rstrip(), ""]
+    else:
+        skipped.append("`python bench/gpu.py` (full-size LTX-2 19B, one job over 1-8 GPUs: needs a CUDA GPU)")
     if skipped:
         sections += ["## Not run for this file", "", *[f"- {line}" for line in skipped], ""]
     # The docs include the text between the markers (pymdownx.snippets); the pictures stay here,

@@ -86,3 +86,25 @@ def test_smoke_mode_runs_every_section(tmp_path: Path) -> None:
     assert "transformer FLOPs in the denoise" in text
     assert "2 rank(s)" in text
     assert "same tokens: True" in text  # static cache + compile is exact
+
+
+def test_results_section_written_inside_the_docs_markers(tmp_path: Path) -> None:
+    """RESULTS.md as run_all.py writes it: the section goes before the docs' end marker, the
+    "not run" line for it goes, a second run replaces the section, everything else stays."""
+    bench = _bench_module()
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "# Benchmark results\n\n<!-- --8<-- [start:results] -->\n\n## Other (`bench/api.py`)\n\nkept\n\n"
+        "## Not run for this file\n\n- `python bench/gpu.py` (needs a GPU)\n- `python bench/scale.py` (x)\n\n"
+        "<!-- --8<-- [end:results] -->\n\n## Pictures\n\n![p](p.png)\n"
+    )
+    bench.write_results(results, ["first run"], "python bench/gpu.py")
+    bench.write_results(results, ["second run"], "python bench/gpu.py")
+    text = results.read_text()
+    assert text.count(bench.SECTION) == 1
+    assert "second run" in text
+    assert "first run" not in text
+    assert "python bench/gpu.py` (needs" not in text
+    assert "- `python bench/scale.py` (x)" in text
+    assert text.index(bench.SECTION) < text.index("<!-- --8<-- [end:results] -->") < text.index("## Pictures")
+    assert "## Other (`bench/api.py`)\n\nkept" in text
