@@ -120,7 +120,12 @@ def main() -> None:
             f"{60 * n / one.b.median:.1f}; diffusers batched {60 * n / ref.a.median:.1f} vs batched "
             f"{60 * n / ref.b.median:.1f}"
         )
-        data[str(n)] = {"alone": one.a.samples, "batched": one.b.samples, "diffusers": ref.a.samples}
+        data[str(n)] = {
+            "alone": one.a.samples,
+            "batched": one.b.samples,
+            "diffusers": ref.a.samples,
+            "batched_ref": ref.b.samples,
+        }
     method.record("batching", {"preset": args.preset, "seconds": data})
 
 
