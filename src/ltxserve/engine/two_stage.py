@@ -130,16 +130,23 @@ def load_upsampler(
 
 def _load_single_file(path: Path, config_source: str | None, dtype: torch.dtype) -> Any:
     """Lightricks' ``ltx-2-spatial-upscaler-x2-*.safetensors``: diffusers key names already
-    (``convert_ltx2_spatial_latent_upsampler`` in diffusers' script loads it as is)."""
+    (``convert_ltx2_spatial_latent_upsampler`` in diffusers' script loads it as is). Built from the
+    file's embedded config when it has one (``lightricks_config.translate_upsampler``)."""
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
     from safetensors.torch import load_file
 
-    from ltxserve.engine import checkpoints
+    from ltxserve.engine import checkpoints, lightricks_config
 
-    if config_source is None:
-        config = dict(checkpoints.LTX2_0_CONFIGS["latent_upsampler"])
-    else:
+    embedded = checkpoints.embedded_config(path) if config_source is None else None
+    if config_source is not None:
         config = LTX2LatentUpsamplerModel.load_config(config_source, subfolder=UPSAMPLER_SUBFOLDER)
+    elif embedded is not None:
+        translation = lightricks_config.translate_upsampler(embedded)
+        if translation.ignored:
+            log.info("upsampler config fields ltx-core does not read", fields=translation.ignored)
+        config = translation.configs["latent_upsampler"]
+    else:
+        config = dict(checkpoints.LTX2_0_CONFIGS["latent_upsampler"])
     state = load_file(str(path))
     model = checkpoints.load_strict(
         LTX2LatentUpsamplerModel, config, state, f"{path.name} (latent upsampler)"
