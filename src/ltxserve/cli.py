@@ -138,9 +138,10 @@ def generate(
     # 2. load once, check capacity, generate with a progress bar
     engine = Engine.load(settings)
     try:
-        engine.plan(job)
+        plan = engine.plan(job)
     except CapacityError as exc:
         _fail(f"{exc.parameter}: {exc}")
+    typer.echo(f"recipe: {engine.job_recipe(job, plan)}")
     bar = tqdm(total=job.steps * len(job.seeds), desc="denoising", unit="step")
 
     def progress(step: int, total: int) -> None:

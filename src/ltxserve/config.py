@@ -72,15 +72,18 @@ class Settings(BaseSettings):
     latent_upsampler_path: str | None = Field(
         default=None,
         description="x2 spatial latent upsampler for two-stage generation: a diffusers directory or "
-        "Lightricks' `ltx-2-spatial-upscaler-x2-*.safetensors`. Unset: the model's latent_upsampler/ "
-        "subfolder, if it has one.",
+        "Lightricks' `ltx-2-spatial-upscaler-x2-*.safetensors`. Unset: the file of the checkpoint's family "
+        "next to a Lightricks single-file checkpoint (`ltx-2-spatial-upscaler-x2-1.0.safetensors`, as "
+        "Lightricks ships it), else the model's latent_upsampler/ subfolder, if it has one.",
     )
     distilled_lora_path: str | None = Field(
         default=None,
         description="Lightricks' distilled LoRA (`ltx-2-19b-distilled-lora-384.safetensors`, or a "
         "diffusers-format LoRA file) for the dev preset's two-stage refine (Lightricks' "
-        "TI2VidTwoStagesPipeline): loaded once, switched on for the refine stage only. Unset: the dev "
-        "preset runs in one stage at any size.",
+        "TI2VidTwoStagesPipeline): loaded once, switched on for the refine stage only. Unset: the file of "
+        "the checkpoint's family next to a Lightricks single-file checkpoint "
+        "(`ltx-2-19b-distilled-lora-384.safetensors`), so dev runs Lightricks' two-stage recipe by "
+        "default; without one the dev preset runs in one stage at any size.",
     )
     distilled_lora_scale: float = Field(
         default=1.0,
@@ -91,7 +94,7 @@ class Settings(BaseSettings):
         default="auto",
         description="Two-stage generation (half size, x2 latent upsampling, 3-step refine) for jobs above "
         "two_stage_above_pixels, where an upsampler is available and the preset can refine (distilled; dev "
-        "with distilled_lora_path).",
+        "with the distilled LoRA). off: single stage, and no LoRA/upsampler looked for.",
     )
     two_stage_above_pixels: int = Field(
         default=768 * 512,

@@ -8,8 +8,11 @@ job; the API's validation stays the contract's (``steps`` 1-100, ``CFGScale`` 1-
 every preset), and what a preset does with values its model cannot use is written here and in the
 docs/engine.md:
 
-* **dev** (``lightricks:ltx@2``): ``steps`` is the number of Euler steps on the scheduler's
-  shifted schedule, ``CFGScale`` the classifier-free guidance scale (``<= 1``: off). LTX-2.0
+* **dev** (``lightricks:ltx@2``): ``steps`` is the number of Euler steps on Lightricks'
+  ``LTX2Scheduler`` schedule as its pipelines call it (no latent given: the shift of 4096 tokens,
+  whatever the frame size, stretched to end at 0.1; ``ltx2_scheduler_sigmas``), ``CFGScale`` the
+  classifier-free guidance scale (``<= 1``: off; without a negative prompt the engine uses
+  Lightricks' ``DEFAULT_NEGATIVE_PROMPT``, as their pipelines do). LTX-2.0
   samples with CFG only: spatio-temporal guidance, modality isolation and guidance rescale (the
   LTX-2.3 defaults of diffusers' pipeline) are off and the legacy 2.0 cross-attention timestep is
   used.
@@ -44,6 +47,34 @@ DISTILLED_SIGMAS: Final = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725
 #: Refine schedule of the two-stage pipelines: the last three distilled sigmas, started by
 #: re-noising the upsampled latents to the first of them.
 STAGE_2_SIGMAS: Final = (0.909375, 0.725, 0.421875)
+
+#: ``LTX2Scheduler`` constants (ltx-core ``components/schedulers.py``): the shift is interpolated
+#: between BASE_SHIFT at 1024 tokens and MAX_SHIFT at 4096; the pipelines pass no latent, so the
+#: token count is always 4096 (mu = 2.05), and the schedule is stretched to end at TERMINAL.
+LTX2_BASE_SHIFT: Final = 0.95
+LTX2_MAX_SHIFT: Final = 2.05
+LTX2_SHIFT_TOKENS: Final = 4096
+LTX2_TERMINAL: Final = 0.1
+
+
+def ltx2_scheduler_sigmas(steps: int) -> tuple[float, ...]:
+    """The first ``steps`` sigmas of ``LTX2Scheduler().execute(steps)`` (the terminal 0 is the
+    scheduler's), in float32 with the same operations, so they are bit-identical (the parity suite
+    checks against ltx-core's own). One step is ``(1.0,)``: their stretch divides 0 by 0 there."""
+    import math
+
+    import torch
+
+    if steps <= 1:
+        return (1.0,)
+    slope = (LTX2_MAX_SHIFT - LTX2_BASE_SHIFT) / (4096 - 1024)
+    mu = LTX2_SHIFT_TOKENS * slope + (LTX2_BASE_SHIFT - slope * 1024)
+    t = torch.linspace(1.0, 0.0, steps + 1)[:-1]
+    shifted = math.exp(mu) / (math.exp(mu) + (1 / t - 1))
+    one_minus = 1.0 - shifted
+    stretched = 1.0 - (one_minus / (one_minus[-1] / (1.0 - LTX2_TERMINAL)))
+    return tuple(float(x) for x in stretched.to(torch.float32))
+
 
 #: Runware's model id for LTX-2 (also ``ltxserve.protocol.LTX2_MODEL_ID``).
 DEV_MODEL_ID: Final = "lightricks:ltx@2"
@@ -107,7 +138,7 @@ class ModelPreset:
         """The first (or only) stage for a request's ``steps`` and ``CFGScale``."""
         if self.distilled:
             return Sampling(len(DISTILLED_SIGMAS), DISTILLED_SIGMAS, 1.0, ltx20_guidance_kwargs(1.0))
-        return Sampling(steps, None, guidance, ltx20_guidance_kwargs(guidance))
+        return Sampling(steps, ltx2_scheduler_sigmas(steps), guidance, ltx20_guidance_kwargs(guidance))
 
     def refine_sampling(self) -> Sampling:
         """The second stage of two-stage generation, the same for every preset in Lightricks'

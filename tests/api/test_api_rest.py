@@ -310,6 +310,7 @@ def test_capacity_refused_before_queueing(live: LiveServer) -> None:
 def test_health_endpoints(live: LiveServer) -> None:
     assert httpx.get(f"{live.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{live.url}/readyz").json()
+    assert ready.pop("recipe").startswith("dev (Lightricks TI2VidTwoStagesPipeline")  # what jobs run with
     assert ready == {"status": "ready", "checks": {"store": "ok", "storage": "ok", "model": "ok"}}
 
 

@@ -10,6 +10,7 @@ import torch
 
 from ltxserve.config import Settings
 from ltxserve.engine import Engine, sampler_kwargs
+from ltxserve.presets import ltx2_scheduler_sigmas
 
 EXACT = 1e-5
 
@@ -42,6 +43,8 @@ def test_engine_matches_plain_diffusers(engine: Engine) -> None:
     """The engine's own path (pre-encoded prompt, trimming) adds nothing to what diffusers computes."""
     from dataclasses import replace
 
+    from diffusers.pipelines.ltx2.utils import DEFAULT_NEGATIVE_PROMPT
+
     from ltxserve.engine import GenerationJob, plan_frames
 
     job = GenerationJob(
@@ -50,9 +53,17 @@ def test_engine_matches_plain_diffusers(engine: Engine) -> None:
     engine.text_cache.clear()
     (ours,) = engine.generate(job)
     plan = plan_frames(job.duration, job.fps)
-    ref = engine.t2v(
+    # the dev recipe: LTX2Scheduler sigmas used as given (no resolution shift), Lightricks' default
+    # negative prompt under CFG when the request has none
+    pipe = engine.t2v
+    shifting = pipe.scheduler
+    pipe.scheduler = type(shifting).from_config(
+        shifting.config, use_dynamic_shifting=False, shift=1.0, shift_terminal=None
+    )
+    ref = pipe(
         prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
+        negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+        sigmas=list(ltx2_scheduler_sigmas(job.steps)),
         height=job.height,
         width=job.width,
         num_frames=plan.generated_frames,
@@ -63,6 +74,7 @@ def test_engine_matches_plain_diffusers(engine: Engine) -> None:
         max_sequence_length=engine.settings.max_sequence_length,
         **sampler_kwargs(job.guidance),
     )
+    pipe.scheduler = shifting
     frames = (np.clip(np.asarray(ref.frames[0]), 0, 1) * 255 + 0.5).astype(np.uint8)[: plan.requested_frames]
     assert np.array_equal(ours.frames, frames)
     assert ours.audio is not None

@@ -14,7 +14,13 @@ import torch
 
 from ltxserve.config import Settings
 from ltxserve.engine import Engine, GenerationJob, decode
-from ltxserve.presets import DISTILLED_SIGMAS, PRESETS, STAGE_2_SIGMAS, detect_preset_name
+from ltxserve.presets import (
+    DISTILLED_SIGMAS,
+    PRESETS,
+    STAGE_2_SIGMAS,
+    detect_preset_name,
+    ltx2_scheduler_sigmas,
+)
 from ltxserve.protocol import ValidationContext, parse_task
 from ltxserve.testing import PeakRSS  # the sampler bench/memory.py uses: both measure alike
 
@@ -76,7 +82,7 @@ def test_distilled_preset_maps_steps_and_guidance() -> None:
     assert preset.mapping_note(40, 4.0) == "distilled preset: steps 40 -> 8, CFGScale 4 -> off"
     assert preset.mapping_note(8, 1.0) is None
     dev = PRESETS["dev"].sampling(steps=40, guidance=4.0)
-    assert (dev.steps, dev.sigmas, dev.guidance) == (40, None, 4.0)
+    assert (dev.steps, dev.sigmas, dev.guidance) == (40, ltx2_scheduler_sigmas(40), 4.0)  # LTX2Scheduler
     assert PRESETS["dev"].mapping_note(40, 4.0) is None
     assert PRESETS["distilled"].can_refine(distilled_lora=False)
     assert not PRESETS["dev"].can_refine(distilled_lora=False)  # needs the distilled LoRA

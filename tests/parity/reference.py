@@ -66,9 +66,10 @@ from ltx_core.text_encoders.gemma.embeddings_connector import (  # noqa: E402
 from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor  # noqa: E402
 from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1  # noqa: E402
 
-#: Tiny text encoder the connectors expect: Gemma hidden width and hidden-state count (layers + 1).
-#: ltx-core sizes its feature extractor from GEMMA3_CONFIG_FOR_LTX (3840 x 49); tiny here.
-TEXT_HIDDEN = 16
+#: Text encoder the connectors expect: Gemma hidden width and hidden-state count (layers + 1), those
+#: of ltxserve's tiny Gemma (engine.tiny), so the engine can run the file end to end. ltx-core sizes
+#: its feature extractor from GEMMA3_CONFIG_FOR_LTX (3840 x 49); it is built at this size here.
+TEXT_HIDDEN = 32
 TEXT_STATES = 3
 
 _FIXED = {
@@ -107,8 +108,8 @@ TINY_LTX20: dict[str, Any] = {
         "norm_eps": 1e-6,
         "audio_num_attention_heads": 2,
         "audio_attention_head_dim": 4,
-        "audio_in_channels": 32,
-        "audio_out_channels": 32,
+        "audio_in_channels": 128,  # 8 latent channels x 16 latent mel bins, fixed by ltx-pipelines
+        "audio_out_channels": 128,
         "audio_cross_attention_dim": 8,
         "positional_embedding_theta": 10000.0,
         "positional_embedding_max_pos": [20, 2048, 2048],
@@ -118,7 +119,7 @@ TINY_LTX20: dict[str, Any] = {
         "rope_type": "split",
         "frequencies_precision": "float64",
         "connector_num_attention_heads": 2,
-        "connector_attention_head_dim": 8,
+        "connector_attention_head_dim": 16,
         "connector_num_layers": 2,
         "connector_positional_embedding_max_pos": [4096],
     },
@@ -159,13 +160,13 @@ TINY_LTX20: dict[str, Any] = {
             "params": {
                 "sampling_rate": 16000,
                 "ddconfig": {
-                    "ch": 32,
+                    "ch": 128,  # = its latent statistics, one per patchified channel (8 x 16)
                     "out_ch": 2,
-                    "ch_mult": [1, 2, 4],
+                    "ch_mult": [1, 1, 1],
                     "num_res_blocks": 1,
                     "attn_resolutions": [],
                     "resolution": 256,
-                    "z_channels": 2,
+                    "z_channels": 8,
                     "norm_type": "pixel",
                     "causality_axis": "height",
                     "dropout": 0.0,

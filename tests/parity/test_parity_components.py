@@ -72,7 +72,7 @@ def test_transformer_matches_ltx_core(ltx20: Converted) -> None:
     enc = ref.embeddings.process_hidden_states(states, mask, padding_side="left")
     frames, height, width = 2, 2, 3
     video, video_pos = _video_state(frames, height, width, 8)
-    audio, audio_pos = _audio_state(5, 32)
+    audio, audio_pos = _audio_state(5, 128)
     sigma = torch.tensor([0.7])
 
     def modality(latent: torch.Tensor, pos: torch.Tensor, context: torch.Tensor) -> Modality:
@@ -149,13 +149,13 @@ def test_audio_vae_and_vocoder_match_ltx_core(ltx20: Converted) -> None:
     audio_vae = ltx20.load("audio_vae")
     vocoder = ltx20.load("vocoder")
     g = torch.Generator().manual_seed(11)
-    latent = torch.randn(1, 2, 6, 16, generator=g)  # (B, C, frames, latent mel bins)
+    latent = torch.randn(1, 8, 6, 16, generator=g)  # (B, C, frames, latent mel bins)
     with torch.no_grad():
         theirs_mel = ltx20.reference.audio_decoder(latent)
         # diffusers' pipeline un-normalizes patchified latents with the VAE's statistics, then decodes
         patched = latent.permute(0, 2, 1, 3).flatten(2)
         patched = patched * audio_vae.latents_std + audio_vae.latents_mean
-        unpatched = patched.view(1, 6, 2, 16).permute(0, 2, 1, 3)
+        unpatched = patched.view(1, 6, 8, 16).permute(0, 2, 1, 3)
         ours_mel = audio_vae.decode(unpatched, return_dict=False)[0]
         a, r = errors(ours_mel, theirs_mel)
         record("audio_vae.decode", a, r)
@@ -165,3 +165,66 @@ def test_audio_vae_and_vocoder_match_ltx_core(ltx20: Converted) -> None:
     a, r = errors(ours_wave, theirs_wave)
     record("vocoder", a, r)
     assert r < REL_TOL
+
+
+def test_cross_attention_timestep_per_family(ltx20: Converted) -> None:
+    """Image-to-video holds latent frame 0 at timestep 0 while audio is at sigma. Lightricks' code
+    changed how the audio-video cross-attention is modulated then: LTX-2.0's release (LTX-2 repo
+    9ce438b, 2026-01-05, through 4dbd99e) uses each modality's own timesteps; from the LTX-2.3
+    release (822ce3c, 2026-03-04; ltx-core 1.0.0) the other modality's sigma; since 203d484
+    (2026-05-28) scale/shift from its own and the gate from the other's. diffusers' switch is
+    ``use_cross_timestep`` (False: LTX-2.0, True: LTX-2.3, its docs say). ltxserve pins LTX-2.0 to
+    its release behaviour (False); this shows the reference it is compared with here (ltx-core
+    1.0.0) is the True variant, and how large the difference is."""
+    from ltxserve.presets import ltx20_guidance_kwargs
+
+    assert ltx20_guidance_kwargs(4.0)["use_cross_timestep"] is False
+    ref = ltx20.reference
+    states, mask = _text()
+    enc = ref.embeddings.process_hidden_states(states, mask, padding_side="left")
+    frames, height, width = 2, 2, 3
+    video, video_pos = _video_state(frames, height, width, 8)
+    audio, audio_pos = _audio_state(5, 128)
+    sigma = torch.tensor([0.7])
+    video_t = sigma.expand(1, video.shape[1]).clone()
+    video_t[:, : height * width] = 0.0  # latent frame 0: the conditioning image, clean
+    audio_t = sigma.expand(1, audio.shape[1])
+    with torch.no_grad():
+        ref_v, ref_a = ref.transformer(
+            Modality(video, sigma, video_t, video_pos, enc.video_encoding, context_mask=enc.attention_mask),
+            Modality(audio, sigma, audio_t, audio_pos, enc.audio_encoding, context_mask=enc.attention_mask),
+            BatchedPerturbationConfig.empty(1),
+        )
+        transformer = ltx20.load("transformer")
+        outs = {}
+        for cross in (True, False):
+            outs[cross] = transformer(
+                hidden_states=video,
+                audio_hidden_states=audio,
+                encoder_hidden_states=enc.video_encoding,
+                audio_encoder_hidden_states=enc.audio_encoding,
+                timestep=video_t * 1000,
+                audio_timestep=audio_t * 1000,
+                sigma=sigma * 1000,
+                audio_sigma=sigma * 1000,
+                encoder_attention_mask=enc.attention_mask,
+                audio_encoder_attention_mask=enc.attention_mask,
+                num_frames=frames,
+                height=height,
+                width=width,
+                fps=FPS,
+                audio_num_frames=5,
+                use_cross_timestep=cross,
+                return_dict=False,
+            )
+    for name, (ours_v, ours_a) in (
+        ("cross (ltx-core 1.0.0)", outs[True]),
+        ("own (LTX-2.0 release)", outs[False]),
+    ):
+        a, r = errors(ours_v, ref_v)
+        record(f"transformer I2V timesteps, {name}: video", a, r)
+        a, r = errors(ours_a, ref_a)
+        record(f"transformer I2V timesteps, {name}: audio", a, r)
+    assert errors(outs[True][0], ref_v)[1] < REL_TOL
+    assert errors(outs[True][1], ref_a)[1] < REL_TOL
+    assert errors(outs[False][0], ref_v)[1] > 1e-3  # the pin matters: a visible difference

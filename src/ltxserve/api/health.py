@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -35,5 +37,8 @@ async def readyz(request: Request) -> Response:
     """Readiness: 200 when every dependency check is ok, else 503 with the checks."""
     checks = await runtime(request).readiness()
     ok = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ok else "not ready", "checks": checks}
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+    engine = runtime(request).engine
+    if engine is not None:
+        body["recipe"] = engine.recipe()  # which of Lightricks' recipes jobs run with
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ltxserve import tracing
 from ltxserve.config import Settings
-from ltxserve.engine import accel, decode, resume, two_stage
+from ltxserve.engine import accel, decode, recipe, resume, two_stage
 from ltxserve.engine.cache import LRUCache, image_digest
 from ltxserve.engine.capacity import (
     CapacityError,
@@ -83,6 +83,17 @@ class RunPlan:
     cfg: bool = False  # classifier-free guidance in the (first) stage
 
 
+def negative_prompt(job: GenerationJob, cfg: bool) -> str:
+    """The request's negative prompt; under guidance without one, Lightricks' default
+    (``DEFAULT_NEGATIVE_PROMPT``, ltx-pipelines ``utils/constants.py``, the same text in diffusers'
+    ``pipelines/ltx2/utils.py``), as their pipelines use. Unused (never encoded) without guidance."""
+    if job.negative_prompt or not cfg:
+        return job.negative_prompt
+    from diffusers.pipelines.ltx2.utils import DEFAULT_NEGATIVE_PROMPT
+
+    return str(DEFAULT_NEGATIVE_PROMPT)
+
+
 def sampler_kwargs(guidance: float) -> dict[str, Any]:
     """LTX-2.0's guidance kwargs for a ``CFGScale`` (the dev preset's; see ``ltxserve.presets``)."""
     return ltx20_guidance_kwargs(guidance)
@@ -133,6 +144,7 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
+        settings = two_stage.with_shipped_parts(settings)  # Lightricks' layout: dev runs two-stage
         source = resolve_model(settings)
         t0 = time.perf_counter()
         t2v, i2v = load_pipelines(settings, source)
@@ -151,12 +163,21 @@ class Engine:
             tiny=source.is_tiny,
             preset=engine.preset.name,
             two_stage=upsampler is not None and engine.preset.can_refine(engine.distilled_lora),
+            recipe=engine.recipe(),
             distilled_lora=engine.distilled_lora,
             device=str(engine.device),
             dtype=str(engine.dtype),
             seconds=round(time.perf_counter() - t0, 2),
         )
         return engine
+
+    def recipe(self) -> str:
+        """The reference recipe this deployment runs (``engine.recipe``)."""
+        return recipe.deployment(self.preset, self.settings, self.upsampler is not None, self.distilled_lora)
+
+    def job_recipe(self, job: GenerationJob, run: RunPlan) -> str:
+        first = self.preset.sampling(job.steps, job.guidance)
+        return recipe.job(self.preset, job, first, run.two_stage)
 
     # --- capacity ---------------------------------------------------------------------------
 
@@ -274,6 +295,7 @@ class Engine:
         note = self.preset.mapping_note(job.steps, job.guidance)
         if note:
             log.info("sampling mapped by preset", note=note)
+        log.info("recipe", recipe=self.job_recipe(job, run))
 
         # 2. prompt enhancement, through the pipeline's own enhancer and the loaded text model
         prompt = job.prompt
@@ -292,7 +314,7 @@ class Engine:
         # 3. encode the prompt once for every result (and the negative only under guidance)
         t0 = time.perf_counter()
         with tracing.span("text_encode"):
-            embeds = self.encode(prompt, job.negative_prompt, cfg)
+            embeds = self.encode(prompt, negative_prompt(job, cfg), cfg)
         timings.text_encode = time.perf_counter() - t0
 
         # 4. denoise + decode: one batched call, or one call per result

@@ -26,6 +26,7 @@ handling are specific to that model. The engine generates high-fps clips directl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,51 @@ _CONNECTOR_MODULES = (
     "transformer.video_embeddings_connector.",
     "transformer.audio_embeddings_connector.",
 )
+
+
+#: File names as Lightricks ships them next to the checkpoints (Hugging Face Lightricks/LTX-2:
+#: ``ltx-2-19b-distilled-lora-384.safetensors``, ``ltx-2-spatial-upscaler-x2-1.0.safetensors``; LTX-2.3:
+#: ``ltx-2.3-22b-distilled-lora-384.safetensors``, ``ltx-2.3-spatial-upscaler-x2-1.0.safetensors``).
+_FAMILY = re.compile(r"^(ltx-\d+(?:\.\d+)?)-", re.IGNORECASE)
+
+
+def shipped_parts(model_path: str | None) -> tuple[Path | None, Path | None]:
+    """(distilled LoRA, x2 spatial upsampler) found next to a Lightricks single-file checkpoint,
+    named as Lightricks ships them for the same family (highest version when several)."""
+    if not model_path:
+        return None, None
+    path = Path(model_path)
+    match = _FAMILY.match(path.name)
+    if not path.is_file() or match is None:
+        return None, None
+    family = match.group(1)
+
+    def newest(pattern: str) -> Path | None:
+        found = sorted(p for p in path.parent.glob(pattern) if p.is_file() and "fp8" not in p.name.lower())
+        return found[-1] if found else None
+
+    return (
+        newest(f"{family}-*distilled-lora*.safetensors"),
+        newest(f"{family}-spatial-upscaler-x2-*.safetensors"),
+    )
+
+
+def with_shipped_parts(settings: Settings) -> Settings:
+    """``settings`` with ``distilled_lora_path`` / ``latent_upsampler_path`` filled in from the
+    model directory when unset and the files are there: Lightricks' reference recipe for dev is the
+    two-stage ``TI2VidTwoStagesPipeline``, so it is what a directory holding its parts runs."""
+    if settings.two_stage == "off":
+        return settings
+    lora, upsampler = shipped_parts(settings.model_path)
+    update: dict[str, str] = {}
+    if lora is not None and not settings.distilled_lora_path:
+        update["distilled_lora_path"] = str(lora)
+    if upsampler is not None and not settings.latent_upsampler_path:
+        update["latent_upsampler_path"] = str(upsampler)
+    if not update:
+        return settings
+    log.info("two-stage parts found next to the checkpoint", **update)
+    return settings.model_copy(update=update)
 
 
 def applies(
