@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	# Lightricks' reference implementation for the parity suite (tests/parity), without its declared
-	# torchaudio: PyPI's torchaudio is built for CUDA torch and, installed next to CPU torch, breaks
-	# diffusers' LTX-2 import. Its other needs (einops, scipy) are in the dev extra.
-	$(BIN)/python -m pip install -q --no-deps ltx-core==1.0.0
+	# Lightricks' reference implementation for the parity suite (tests/parity), without ltx-core's
+	# declared torchaudio: PyPI's torchaudio is built for CUDA torch and, installed next to CPU torch,
+	# breaks diffusers' LTX-2 import. Their other needs (einops, scipy; av, tqdm, pillow) are installed.
+	$(BIN)/python -m pip install -q --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
 	touch $(STAMP)
 
 setup: $(STAMP)

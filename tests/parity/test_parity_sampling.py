@@ -216,16 +216,16 @@ def test_dev_cfg_matches_ltx_pipelines(ltx20: Converted, dev: Engine) -> None:
     _compare("dev CFG 4, 6 steps", ours, theirs, ltx20, dev)
 
 
-def test_distilled_two_stage_matches_ltx_pipelines(
-    ltx20: Converted, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """DistilledPipeline: stage 1 at half size, ltx-core's upsample_video (x2 spatial upsampler on
-    un-normalized latents), then the 3 STAGE_2 sigmas from the upsampled latents re-noised to the
-    first of them. One generator feeds both stages on both sides; the engine's stage-1 call gets the
-    reference's stage-1 noise injected (it still draws, zero-scaled, the same amount from it), so the
-    refine noise is the same draw."""
-    from ltx_core.model.upsampler.model import upsample_video
+@dataclass
+class TwoStage:
+    engine: Engine
+    upsampler: torch.nn.Module
 
+
+@pytest.fixture(scope="module")
+def two_stage(ltx20: Converted, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TwoStage:
+    """The distilled preset with ltx-core's x2 upsampler, two-stage above 64x64."""
+    tmp_path = tmp_path_factory.mktemp("two-stage")
     upsampler = build_upsampler()
     up_path = save_upsampler(
         upsampler, TINY_UPSAMPLER, tmp_path / "ltx-2-spatial-upscaler-x2-1.0.safetensors"
@@ -241,6 +241,20 @@ def test_distilled_two_stage_matches_ltx_pipelines(
             two_stage_above_pixels=64 * 64,
         )
     )
+    return TwoStage(engine, upsampler)
+
+
+def test_distilled_two_stage_matches_ltx_pipelines(
+    ltx20: Converted, two_stage: TwoStage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DistilledPipeline: stage 1 at half size, ltx-core's upsample_video (x2 spatial upsampler on
+    un-normalized latents), then the 3 STAGE_2 sigmas from the upsampled latents re-noised to the
+    first of them. One generator feeds both stages on both sides; the engine's stage-1 call gets the
+    reference's stage-1 noise injected (it still draws, zero-scaled, the same amount from it), so the
+    refine noise is the same draw."""
+    from ltx_core.model.upsampler.model import upsample_video
+
+    engine, upsampler = two_stage.engine, two_stage.upsampler
     job = GenerationJob(**{**JOB.__dict__, "width": 128, "height": 128})
     run = engine.plan(job)
     assert run.two_stage
@@ -297,3 +311,41 @@ def test_distilled_two_stage_matches_ltx_pipelines(
     patched = (audio.permute(0, 2, 1, 3).flatten(2) - audio_vae.latents_mean) / audio_vae.latents_std
     audio = patched.view(audio.shape[0], audio.shape[2], audio.shape[1], audio.shape[3]).permute(0, 2, 1, 3)
     _compare("distilled two-stage", Run(video, audio), theirs, ltx20, engine)
+
+
+def test_image_to_video_refine_reencodes_the_image(
+    ltx20: Converted, two_stage: TwoStage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightricks builds the stage-2 conditioning from the input image at full size
+    (ltx-pipelines ``load_image_conditioning``: CRF 33 through H.264, then ltx-core's encoder) and
+    holds it as latent frame 0 of the refine. The engine's refine gets the same latent frame 0."""
+    from ltx_pipelines.utils.media_io import load_image_conditioning
+    from PIL import Image
+
+    engine = two_stage.engine
+    rng = torch.Generator().manual_seed(6)
+    pixels = (torch.rand(128, 128, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    path = tmp_path / "frame.png"
+    Image.fromarray(pixels).save(path)
+    job = GenerationJob(
+        **{**JOB.__dict__, "width": 128, "height": 128, "image": Image.open(path).convert("RGB")}
+    )
+    assert engine.plan(job).two_stage
+    calls: list[dict[str, Any]] = []
+    original = engine._denoise
+
+    def denoise(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_denoise", denoise)
+    with torch.no_grad():
+        engine.generate(job)
+        vae = engine.i2v.vae
+        ours = calls[1]["latents"][:, :, :1]  # un-normalized, as the pipeline takes it
+        ours = (ours - vae.latents_mean.view(1, -1, 1, 1, 1)) / vae.latents_std.view(1, -1, 1, 1, 1)
+        image = load_image_conditioning(str(path), 128, 128, torch.float32, torch.device("cpu"))
+        theirs = ltx20.reference.encoder(image)  # (1, C, 1, H, W) already
+    a, r = errors(ours, theirs)
+    record("I2V refine: latent frame 0 (image at full size, CRF 33)", a, r)
+    assert r < 1e-5

@@ -545,7 +545,9 @@ class Engine:
             if in_refine is None:
                 with tracing.span("upsample"):
                     extra = {
-                        "latents": two_stage.upsample(self.upsampler, video),
+                        "latents": two_stage.with_image_frame(  # I2V: the image re-encoded at full size
+                            pipe, two_stage.upsample(self.upsampler, video), self._condition_image(job)
+                        ),
                         "audio_latents": audio,
                         "noise_scale": refine.sigmas[0],
                     }

@@ -56,5 +56,8 @@ def job(preset: ModelPreset, job: GenerationJob, first: Sampling, two_stage: boo
             "negative prompt: " + ("request's" if job.negative_prompt else "DEFAULT_NEGATIVE_PROMPT")
         )
     if job.image is not None:
-        parts.append("image: latent frame 0 (CRF 33)")
+        parts.append(
+            "image: latent frame 0 (CRF 33)"
+            + (", re-encoded at full size for the refine" if two_stage else "")
+        )
     return "; ".join(parts)

@@ -200,6 +200,34 @@ def _load_single_file(path: Path, config_source: str | None, dtype: torch.dtype)
     return model.to(dtype)
 
 
+def with_image_frame(pipe: Any, latents: Any, image: Any) -> Any:
+    """Image-to-video refine as Lightricks runs it (``ti2vid_two_stages.py``, ``distilled.py``: the
+    stage-2 conditionings are built from the input image at the full size): the conditioning image,
+    through the same CRF treatment as stage 1 (diffusers' ``apply_image_conditioning_crf``, default
+    CRF 33) and encoded at full size, replaces latent frame 0 of the upsampled latents, which the
+    refine then holds clean. Without it frame 0 would be the upsampled stage-1 latent: softer and
+    less faithful to the image. ``latents`` are un-normalized (B, C, F, H, W), as the pipeline takes
+    them; text-to-video (``image`` None) returns them unchanged."""
+    if image is None:
+        return latents
+    import numpy as np
+    import PIL.Image
+    from diffusers.pipelines.ltx2.pipeline_ltx2_image2video import retrieve_latents
+    from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf, resolve_default_image_crf
+
+    crf = resolve_default_image_crf(pipe.text_encoder)
+    if crf != 0:
+        image = PIL.Image.fromarray(apply_image_conditioning_crf(np.array(image.convert("RGB")), crf))
+    ratio = pipe.vae_spatial_compression_ratio
+    height, width = latents.shape[-2] * ratio, latents.shape[-1] * ratio
+    pixels = pipe.video_processor.preprocess(image, height=height, width=width)
+    pixels = pixels.to(device=pipe.vae.device, dtype=pipe.vae.dtype).unsqueeze(2)
+    frame = retrieve_latents(pipe.vae.encode(pixels), None, "argmax")
+    out = latents.clone()
+    out[:, :, :1] = frame.to(device=out.device, dtype=out.dtype)
+    return out
+
+
 def upsample(upsample_pipe: Any, latents: Any) -> Any:
     """x2 spatial upsampling of un-normalized video latents (B, C, F, h, w) -> (B, C, F, 2h, 2w)."""
     return upsample_pipe(latents=latents, output_type="latent", return_dict=False)[0]
