@@ -63,13 +63,15 @@ def generate_together(
         return _one_by_one(engine, jobs, progress, cancel, sink)
     import torch
 
+    from ltxserve.engine.engine import negative_prompt  # Lightricks' default under CFG
+
     with engine._lock:
         timings = StageTimings()
         # 1. text encoding per distinct prompt (cached), one row per result
         t0 = time.perf_counter()
         rows: dict[str, list[Any]] = {}
         for job in jobs:
-            embeds = engine.encode(job.prompt, job.negative_prompt, run.cfg)
+            embeds = engine.encode(job.prompt, negative_prompt(job, run.cfg), run.cfg)
             for name, value in embeds.items():
                 if value is not None:
                     reps = [len(job.seeds)] + [1] * (value.dim() - 1)
