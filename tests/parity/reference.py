@@ -204,13 +204,16 @@ TINY_UPSAMPLER: dict[str, Any] = {
 }
 
 
-def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+def randomize(module: torch.nn.Module, seed: int, fan_in: bool = False) -> torch.nn.Module:
     """Seeded random values for every parameter and persistent float buffer (constructors leave
-    some at zero or on the meta device: a zero weight would hide a wrong mapping)."""
+    some at zero or on the meta device: a zero weight would hide a wrong mapping). ``fan_in``
+    scales weights by all their input dimensions (deep conv stacks such as the vocoders would
+    otherwise saturate their output activation, which would hide differences)."""
     g = torch.Generator().manual_seed(seed)
     for mod in module.modules():
         for name, p in list(mod.named_parameters(recurse=False)):
-            scale = p.shape[-1] ** -0.5 if p.dim() > 1 else 0.1
+            inputs = p.shape[1:].numel() if fan_in else p.shape[-1]
+            scale = inputs**-0.5 if p.dim() > 1 else 0.1
             setattr(
                 mod, name, torch.nn.Parameter(torch.randn(p.shape, generator=g) * scale, requires_grad=False)
             )
@@ -239,15 +242,7 @@ class Reference:
         self.audio_encoder.per_channel_statistics.load_state_dict(
             self.audio_decoder.per_channel_statistics.state_dict()
         )
-        self.vocoder = randomize(audio_vae.VocoderConfigurator.from_config(config), seed + 6)
-        with torch.no_grad():  # keep outputs inside tanh's/clamp's linear range: saturation hides errors
-            for part in (
-                self.vocoder,
-                getattr(self.vocoder, "vocoder", None),
-                getattr(self.vocoder, "bwe_generator", None),
-            ):
-                if part is not None and hasattr(part, "conv_post"):
-                    part.conv_post.weight.mul_(0.02)
+        self.vocoder = randomize(audio_vae.VocoderConfigurator.from_config(config), seed + 6, fan_in=True)
         extractor = FeatureExtractorV1(
             aggregate_embed=torch.nn.Linear(TEXT_HIDDEN * TEXT_STATES, TEXT_HIDDEN, bias=False), is_av=True
         )
@@ -349,7 +344,7 @@ TINY_LTX23: dict[str, Any] = {
             "resblock": "AMP1",
             "stereo": True,
             "activation": "snakebeta",
-            "upsample_initial_channel": 32,
+            "upsample_initial_channel": 128,  # halved per stage: 6 stages leave 2 channels
             "upsample_rates": [5, 2, 2, 2, 2, 2],
             "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
             "resblock_kernel_sizes": [3, 7],
@@ -361,7 +356,7 @@ TINY_LTX23: dict[str, Any] = {
             "resblock": "AMP1",
             "stereo": True,
             "activation": "snakebeta",
-            "upsample_initial_channel": 32,
+            "upsample_initial_channel": 64,
             "upsample_rates": [6, 5, 2, 2, 2],
             "upsample_kernel_sizes": [12, 11, 4, 4, 4],
             "resblock_kernel_sizes": [3, 7],
@@ -384,6 +379,8 @@ class Reference23(Reference):
         from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV2
 
         super().__init__(config, seed)
+        with torch.no_grad():  # the BWE residual adds to the base output: keep the sum inside the clamp
+            self.vocoder.bwe_generator.conv_post.weight.mul_(0.1)
         t = config["transformer"]
         extractor = FeatureExtractorV2(
             video_aggregate_embed=torch.nn.Linear(

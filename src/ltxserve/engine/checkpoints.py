@@ -53,7 +53,7 @@ log = get_logger(__name__)
 SINGLE_FILE_SUFFIXES: Final = (".safetensors", ".sft")
 CONVERTED_DIRNAME = "converted"
 #: Bump when the conversion changes, so caches written by an older one are not reused.
-CONVERSION_VERSION = 2  # 2: the file's embedded config decides the architecture
+CONVERSION_VERSION = 3  # 2: the embedded config decides the architecture; 3: LTX-2.3 key names
 MARKER_FILE = "ltxserve_converted.json"
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -325,24 +325,36 @@ def embedded_config(path: str | Path) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _text_shape(path: Path, keys: list[str]) -> tuple[int | None, int | None]:
+#: Gemma-3 12B, the text encoder of LTX-2.0 and 2.3 (ltx-core's GEMMA3_CONFIG_FOR_LTX): hidden width.
+GEMMA3_HIDDEN: Final = 3840
+
+
+def _text_shape(path: Path, keys: list[str], text_hidden: int | None) -> tuple[int | None, int | None]:
     """(hidden-state count, hidden width) of the text encoder the connectors were trained on, from
-    the projection weight (ltx-core takes them from its Gemma config, not from the file)."""
+    the projection weights (ltx-core takes them from its Gemma config, not from the file). LTX-2.0's
+    projection (width x states -> width) gives both; LTX-2.3's per-modality ones (width x states ->
+    transformer width) only their product, split with Gemma-3 12B's width unless ``text_hidden``
+    says otherwise (tiny test models)."""
     from safetensors import safe_open
 
-    proj = [k for k in keys if k.endswith("aggregate_embed.weight")]
+    proj = sorted(k for k in keys if k.endswith("aggregate_embed.weight"))
     if not proj:
         return None, None
     with safe_open(str(path), framework="pt", device="cpu") as f:
-        shape = f.get_slice(sorted(proj)[0]).get_shape()
-    out_dim, in_dim = shape
+        out_dim, in_dim = f.get_slice(proj[0]).get_shape()
     if proj[0].endswith("text_embedding_projection.aggregate_embed.weight"):
         return in_dim // out_dim, out_dim  # LTX-2.0: Linear(width x states, width)
-    return None, None
+    hidden = text_hidden or GEMMA3_HIDDEN
+    if in_dim % hidden:
+        raise CheckpointError(
+            f"{path.name}: text projection takes {in_dim} features, not a multiple of the text encoder's "
+            f"width {hidden}"
+        )
+    return in_dim // hidden, hidden
 
 
 def configs_for(
-    path: Path, groups: dict[str, list[str]], config_source: str | None
+    path: Path, groups: dict[str, list[str]], config_source: str | None, text_hidden: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """The diffusers configs to convert ``path`` with: an explicit ``config_source`` (operator's
     choice), else the file's own embedded config (every field honoured or the file refused, see
@@ -355,7 +367,7 @@ def configs_for(
     if embedded is None:
         log.info("no embedded config: bundled LTX-2.0 configs", checkpoint=path.name)
         return _component_configs(None)
-    layers, hidden = _text_shape(path, groups["connectors"])
+    layers, hidden = _text_shape(path, groups["connectors"], text_hidden)
     try:
         translation = lightricks_config.translate(embedded, text_layers=layers, text_hidden=hidden)
     except lightricks_config.ConfigError as exc:
@@ -404,26 +416,111 @@ def load_strict(cls: Any, config: dict[str, Any], state_dict: dict[str, Any], wh
     return model.eval()
 
 
+#: LTX-2.3 keys diffusers 0.42's single-file mappings (written for LTX-2.0) do not rename: its
+#: text-cross-attention modulation, its per-modality text projections, and the vocoder's BWE
+#: generator (whose ``ups`` / ``act_post`` / anti-aliasing filter names differ from diffusers').
+LTX2_3_TRANSFORMER_RENAME: Final = {
+    "audio_prompt_adaln_single.": "audio_prompt_adaln.",
+    "prompt_adaln_single.": "prompt_adaln.",
+}
+LTX2_3_CONNECTORS_RENAME: Final = {
+    "text_embedding_projection.video_aggregate_embed": "video_text_proj_in",
+    "text_embedding_projection.audio_aggregate_embed": "audio_text_proj_in",
+}
+
+
+def _rename_vocoder_key(key: str) -> str:
+    """Lightricks' vocoder keys (HiFi-GAN for LTX-2.0; BigVGAN with a BWE generator for 2.3) as
+    diffusers' ``LTX2Vocoder`` / ``LTX2VocoderWithBWE`` name them (whole path segments only)."""
+    parts = key.split(".")
+    table = {"ups": "upsamplers", "resblocks": "resnets", "conv_pre": "conv_in", "conv_post": "conv_out"}
+    parts = [table.get(part, part) for part in parts]
+    key = ".".join(parts)
+    key = key.replace(".act_post.", ".act_out.") if ".act_post." in key else key
+    key = key.replace("act_post.", "act_out.") if key.startswith("act_post.") else key
+    return key.replace(".downsample.lowpass.filter", ".downsample.filter")
+
+
+def _vae_block_map(keys: Iterable[str]) -> dict[str, str]:
+    """Lightricks' flat ``down_blocks.N`` / ``up_blocks.N`` (res and scaling blocks alternating, in
+    any number: LTX-2.0 has 9 encoder and 7 decoder blocks, LTX-2.3's decoder 9) as diffusers'
+    nested blocks: encoder 2i -> down_blocks.i, 2i+1 -> down_blocks.i.downsamplers.0, last ->
+    mid_block; decoder 0 -> mid_block, 2i+1 -> up_blocks.i.upsamplers.0, 2i+2 -> up_blocks.i."""
+    import re
+
+    counts: dict[str, int] = {}
+    for key in keys:
+        m = re.match(r"vae\.(encoder|decoder)\.(down|up)_blocks\.(\d+)\.", key)
+        if m:
+            counts[m.group(1)] = max(counts.get(m.group(1), 0), int(m.group(3)) + 1)
+    out: dict[str, str] = {}
+    for n in range(counts.get("encoder", 0)):
+        last = n == counts["encoder"] - 1
+        out[f"encoder.down_blocks.{n}."] = (
+            "encoder.mid_block."
+            if last
+            else f"encoder.down_blocks.{n // 2}." + ("downsamplers.0." if n % 2 else "")
+        )
+    for n in range(counts.get("decoder", 0)):
+        out[f"decoder.up_blocks.{n}."] = (
+            "decoder.mid_block."
+            if n == 0
+            else f"decoder.up_blocks.{(n - 1) // 2}." + ("upsamplers.0." if n % 2 else "")
+        )
+    return out
+
+
+def convert_vae(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Lightricks' video VAE keys as diffusers' ``AutoencoderKLLTX2Video`` names them, for any
+    block count (diffusers' ``convert_ltx2_vae_to_diffusers`` has LTX-2.0's 7-block decoder
+    hard-coded, which mis-numbers LTX-2.3's 9 blocks)."""
+    blocks = _vae_block_map(checkpoint)
+    out: dict[str, Any] = {}
+    for key, value in checkpoint.items():
+        inner = key.removeprefix("vae.")
+        if inner.startswith("per_channel_statistics."):
+            stat = inner.removeprefix("per_channel_statistics.")
+            name = {"mean-of-means": "latents_mean", "std-of-means": "latents_std"}.get(stat)
+            if name is not None:
+                out[name] = value
+            continue  # "channel", "mean-of-stds": statistics diffusers does not keep
+        for old, new in blocks.items():
+            if inner.startswith(old):
+                inner = new + inner[len(old) :]
+                break
+        out[inner.replace("res_blocks", "resnets")] = value
+    return out
+
+
 def _converters() -> dict[str, tuple[Any, Callable[[dict[str, Any]], dict[str, Any]]]]:
     from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
     from diffusers.loaders.single_file_utils import (
         convert_ltx2_audio_vae_to_diffusers,
         convert_ltx2_transformer_to_diffusers,
-        convert_ltx2_vae_to_diffusers,
     )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
 
+    def transformer(sd: dict[str, Any]) -> dict[str, Any]:
+        out = convert_ltx2_transformer_to_diffusers(sd)
+        return {
+            next(
+                (new + k[len(old) :] for old, new in LTX2_3_TRANSFORMER_RENAME.items() if k.startswith(old)),
+                k,
+            ): v
+            for k, v in out.items()
+        }
+
     def connectors(sd: dict[str, Any]) -> dict[str, Any]:
         inner = {k.removeprefix(TRANSFORMER_PREFIX): v for k, v in sd.items()}
-        return rename_keys(inner, CONNECTORS_RENAME)
+        return rename_keys(rename_keys(inner, LTX2_3_CONNECTORS_RENAME), CONNECTORS_RENAME)
 
     def vocoder(sd: dict[str, Any]) -> dict[str, Any]:
-        return rename_keys({k.removeprefix("vocoder."): v for k, v in sd.items()}, VOCODER_RENAME)
+        return {_rename_vocoder_key(k.removeprefix("vocoder.")): v for k, v in sd.items()}
 
     return {
         # diffusers' maintained single-file mappings (they strip the prefixes themselves)
-        "transformer": (LTX2VideoTransformer3DModel, convert_ltx2_transformer_to_diffusers),
-        "vae": (AutoencoderKLLTX2Video, convert_ltx2_vae_to_diffusers),
+        "transformer": (LTX2VideoTransformer3DModel, transformer),
+        "vae": (AutoencoderKLLTX2Video, convert_vae),
         "audio_vae": (AutoencoderKLLTX2Audio, convert_ltx2_audio_vae_to_diffusers),
         # the conversion script's tables
         "connectors": (LTX2TextConnectors, connectors),
@@ -441,7 +538,9 @@ def converted_location(path: Path, data_dir: Path, config_source: str | None) ->
     return data_dir / CONVERTED_DIRNAME / f"{path.stem}-{cache_key(path, config_source)}"
 
 
-def convert_single_file(path: Path, out: Path, config_source: str | None = None) -> Path:
+def convert_single_file(
+    path: Path, out: Path, config_source: str | None = None, text_hidden: int | None = None
+) -> Path:
     """Write ``path`` (Lightricks layout) as a diffusers directory at ``out`` (no text encoder).
 
     Written into a sibling temporary directory and renamed into place, so an interrupted
@@ -451,7 +550,7 @@ def convert_single_file(path: Path, out: Path, config_source: str | None = None)
 
     t0 = time.perf_counter()
     groups = _split_keys(path)
-    configs = configs_for(path, groups, config_source)
+    configs = configs_for(path, groups, config_source, text_hidden)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
