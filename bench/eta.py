@@ -63,6 +63,7 @@ def main() -> None:
             log_level="WARNING",
             max_sequence_length=64,
             progress_interval_s=0.5,
+            max_active_tasks_per_key=100,
         )
         engine = Engine.load(settings)
         gen = start_server(settings, engine)
@@ -80,7 +81,10 @@ def main() -> None:
             estimates = {}
             for task in tasks:
                 query = [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]
-                (item, *_) = live.post(query).json()["data"]
+                body = live.post(query).json()
+                if "data" not in body:
+                    raise SystemExit(f"getResponse failed: {body}")
+                (item, *_) = body["data"]
                 estimates[task["taskUUID"]] = (time.monotonic() - t0) + float(item.get("etaSeconds", 0.0))
             finished: dict[str, float] = {}
             while len(finished) < len(tasks):

@@ -6,11 +6,13 @@ A task's cost is two work counts, each multiplied by a rate measured on the work
   (2 under classifier-free guidance) x results, with the steps and guidance the preset actually
   runs (a distilled model runs 8 steps without guidance whatever was asked). Two-stage refine
   steps are not counted separately: the measured rate absorbs them.
-* ``pixels``: output pixels x frames x results: the decode, encode and store that follow.
+* ``pixels``: output pixels x frames x results: the decode, encode and store that follow,
+  plus a fixed overhead per task (claim, text encoding, database and store round trips).
 
 Each worker measures its tasks (denoise seconds from the engine's timings, the rest of the attempt
-for the pixels part) and keeps an exponential moving average of the two rates per model; it
-persists them in the blob store (``calibration/<model>.json``, one entry per worker host), so
+for the pixels part) and keeps an exponential moving average of the denoise rate and a
+least-squares line (pixel rate and overhead) over its last tasks, per model; it persists them in
+the blob store (``calibration/<model>.json``, one entry per worker host), so
 they survive restarts and every API node reads the same figures. Before any measurement a
 conservative prior is used.
 
@@ -26,7 +28,7 @@ import asyncio
 import json
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,8 @@ SPATIAL, TEMPORAL, AUDIO_TOKENS_PER_SECOND = 32, 8, 25
 #: Rates before any measurement (CPU, tiny model scale; deliberately pessimistic).
 PRIOR_DENOISE = 2e-5  # seconds per (step x token x pass)
 PRIOR_PIXELS = 2e-7  # seconds per output pixel-frame
-EMA = 0.3  # weight of the newest measurement
+EMA = 0.3  # weight of the newest measurement (denoise rate)
+HISTORY = 20  # recent tasks the pixels-and-overhead line is fitted to
 READ_CACHE_S = 10.0
 
 
@@ -54,7 +57,7 @@ class Work:
     pixels: float
 
     def seconds(self, rates: Rates) -> float:
-        return self.denoise * rates.denoise + self.pixels * rates.pixels
+        return self.denoise * rates.denoise + self.pixels * rates.pixels + rates.overhead
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Rates:
     denoise: float = PRIOR_DENOISE
     pixels: float = PRIOR_PIXELS
     samples: int = 0
+    overhead: float = 0.0  # seconds per task whatever its size (claim, text encoding, stores)
+    history: list[list[float]] = field(default_factory=list)  # recent (pixels, rest seconds)
 
 
 def task_work(request: dict[str, Any], preset: ModelPreset) -> Work:
@@ -117,6 +122,7 @@ class Calibration:
             sum(r.denoise for r in measured) / n,
             sum(r.pixels for r in measured) / n,
             sum(r.samples for r in measured),
+            sum(r.overhead for r in measured) / n,
         )
 
     async def record(self, work: Work, denoise_s: float, rest_s: float) -> Rates:
@@ -125,15 +131,10 @@ class Calibration:
             entries = dict(await self.load(fresh=True))
             mine = entries.get(self.worker, Rates())
             new_d = denoise_s / work.denoise if work.denoise > 0 else mine.denoise
-            new_p = rest_s / work.pixels if work.pixels > 0 else mine.pixels
-            if mine.samples == 0:
-                mine = Rates(new_d, new_p, 1)
-            else:
-                mine = Rates(
-                    (1 - EMA) * mine.denoise + EMA * new_d,
-                    (1 - EMA) * mine.pixels + EMA * new_p,
-                    mine.samples + 1,
-                )
+            denoise = new_d if mine.samples == 0 else (1 - EMA) * mine.denoise + EMA * new_d
+            history = [*mine.history, [work.pixels, rest_s]][-HISTORY:]
+            pixels, overhead = fit_line(history)
+            mine = Rates(denoise, pixels, mine.samples + 1, overhead, history)
             entries[self.worker] = mine
             body = json.dumps({w: asdict(r) for w, r in entries.items()}).encode()
             await self.blobs.put_bytes(self.key, body, "application/json")
@@ -188,6 +189,21 @@ def start_seconds(entries: list[QueueEntry], rates: Rates) -> float:
 def queued_seconds(entries: list[QueueEntry], rates: Rates) -> float:
     """GPU-seconds of work waiting in the queue (the autoscaling signal)."""
     return sum(e.work.seconds(rates) for e in entries if e.status == "queued")
+
+
+def fit_line(points: list[list[float]]) -> tuple[float, float]:
+    """Least squares ``rest = slope x pixels + overhead`` over recent tasks, both >= 0 (a plain
+    ratio while the sizes do not vary enough to tell the two apart)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    n = len(points)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    if n >= 3 and var > 0:
+        slope = sum((x - mx) * (y - my) for x, y in points) / var
+        overhead = my - slope * mx
+        if slope > 0 and overhead >= 0:
+            return slope, overhead
+    return (sum(ys) / sum(xs) if sum(xs) > 0 else PRIOR_PIXELS), 0.0
 
 
 def wire_fields(estimate: Estimate) -> dict[str, Any]:
