@@ -2,8 +2,9 @@
 
 * **Pinned threads**: ``pin_threads`` fixes torch's intra-op threads (and the OpenMP/BLAS
   variables for anything started later) and ``header`` states them with the machine's load.
-* **Interleaved**: ``compare`` runs A and B alternately (A B A B ...) after ``warmup`` rounds of
-  each, so drift from the machine's other users lands on both sides.
+* **Interleaved**: ``compare`` runs A and B alternately after ``warmup`` rounds of each, the
+  order flipped every other pair (A B, B A, A B, ...), so drift from the machine's other users
+  lands on both sides, a steady rise or fall included.
 * **Spread**: each side reports min / median / max; the ratio B/A is taken per pair and reported
   as its median with the [min, max] of the pairs.
 * **Verdict**: "within noise" when the pairs' ratio range covers 1.0 (the effect is smaller
@@ -148,15 +149,20 @@ def compare(
     pairs: int = DEFAULT_PAIRS,
     warmup: int = 1,
 ) -> Comparison:
-    """A then B, ``pairs`` times, after ``warmup`` unrecorded rounds; each callable returns its figure."""
+    """A and B ``pairs`` times (order flipped every other pair), after ``warmup`` unrecorded rounds;
+    each callable returns its figure."""
     (name_a, run_a), (name_b, run_b) = a, b
     for _ in range(warmup):
         run_a()
         run_b()
     side_a, side_b = Side(name_a), Side(name_b)
-    for _ in range(pairs):
-        side_a.samples.append(run_a())
-        side_b.samples.append(run_b())
+    for i in range(pairs):  # A B, B A, A B, ...: a load that drifts one way favours neither side
+        if i % 2 == 0:
+            side_a.samples.append(run_a())
+            side_b.samples.append(run_b())
+        else:
+            side_b.samples.append(run_b())
+            side_a.samples.append(run_a())
     return Comparison(side_a, side_b)
 
 
