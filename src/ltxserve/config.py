@@ -44,10 +44,13 @@ class Settings(BaseSettings):
         "data_dir/converted). Unset: the tiny random-weight model (built under data_dir on first run; "
         "it outputs noise).",
     )
-    model_preset: Literal["auto", "dev", "distilled", "dev-fp8", "distilled-fp8"] = Field(
+    model_preset: Literal[
+        "auto", "dev", "distilled", "dev-fp8", "distilled-fp8", "2.3-dev", "2.3-distilled"
+    ] = Field(
         default="auto",
         description="Which LTX-2 variant model_path is (sampling defaults, model ids, two-stage); auto = "
-        "from its name (`distilled`, `fp8`), else dev. API nodes need the same value as workers.",
+        "from its name (`ltx-2.3`, `distilled`, `fp8`), else LTX-2.0 dev. API nodes need the same value "
+        "as workers.",
     )
     model_ids: list[str] = Field(
         default=[],

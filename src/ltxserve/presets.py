@@ -23,6 +23,11 @@ docs/engine.md:
   other step count or guidance scale is off its training distribution, so the mapping is fixed:
   ``steps`` -> 8, ``CFGScale`` -> off (the negative prompt is not used). Progress reports the 8
   (plus refine) steps actually run.
+* **2.3-dev** (``lightricks:ltx@2.3``) and **2.3-distilled** (``lightricks:ltx@2.3-fast``): LTX-2.3
+  (22B, ``ltx-2.3-22b-*.safetensors``). Dev samples as the dev preset with LTX-2.3's guidance from
+  Lightricks' ``LTX_2_3_PARAMS`` (``ltx23_guidance_kwargs``: ``CFGScale`` is the video CFG,
+  audio CFG 7, STG 1 on block 28, rescale 0.7, modality scale 3; recommended 30 steps, CFG 3);
+  distilled as the distilled preset (8 fixed sigmas, no guidance).
 * ``-fp8`` variants sample like their base; their transformer weights stay float8 (e4m3) and are
   upcast per layer (diffusers layerwise casting), which needs a CUDA GPU.
 
@@ -78,8 +83,59 @@ def ltx2_scheduler_sigmas(steps: int) -> tuple[float, ...]:
 
 #: Runware's model id for LTX-2 (also ``ltxserve.protocol.LTX2_MODEL_ID``).
 DEV_MODEL_ID: Final = "lightricks:ltx@2"
+#: Runware's model ids for LTX-2.3: dev and the distilled ("fast") model.
+LTX23_MODEL_ID: Final = "lightricks:ltx@2.3"
+LTX23_FAST_MODEL_ID: Final = "lightricks:ltx@2.3-fast"
 
-PresetName = Literal["dev", "distilled", "dev-fp8", "distilled-fp8"]
+PresetName = Literal["dev", "distilled", "dev-fp8", "distilled-fp8", "2.3-dev", "2.3-distilled"]
+Family = Literal["2.0", "2.3"]
+
+
+@dataclass(frozen=True)
+class Guider:
+    """One modality's guidance, as ltx-pipelines' ``MultiModalGuiderParams``."""
+
+    cfg: float
+    stg: float
+    rescale: float
+    modality: float
+    stg_blocks: tuple[int, ...]
+
+
+#: ``LTX_2_3_PARAMS`` of ltx-pipelines 1.0.0 ``utils/constants.py`` (what its pipelines use for a
+#: checkpoint whose ``model_version`` starts with 2.3): 30 steps; video CFG 3, audio CFG 7, STG 1
+#: on transformer block 28, rescale 0.7, modality scale 3 for both (``skip_step`` 0). The parity
+#: test ``test_ltx23_defaults_are_ltx_pipelines_constants`` reads them from the installed package.
+LTX23_STEPS: Final = 30
+LTX23_VIDEO: Final = Guider(cfg=3.0, stg=1.0, rescale=0.7, modality=3.0, stg_blocks=(28,))
+LTX23_AUDIO: Final = Guider(cfg=7.0, stg=1.0, rescale=0.7, modality=3.0, stg_blocks=(28,))
+
+
+def ltx23_guidance_kwargs(guidance: float) -> dict[str, Any]:
+    """LTX-2.3's guidance for a request's ``CFGScale``, as diffusers ``LTX2Pipeline`` arguments.
+
+    ``CFGScale`` is the video CFG scale (Lightricks' 3 is the recommended value); audio CFG, STG,
+    rescale and modality guidance are Lightricks' ``LTX_2_3_PARAMS``. ``CFGScale <= 1`` turns every
+    guidance term off (one transformer pass per step, as with LTX-2.0), so a client can still ask
+    for unguided sampling. The audio-video cross-attention uses the other modality's timestep, as
+    LTX-2.3's release code does (``use_cross_timestep=True``; docs/engine.md).
+    """
+    if guidance <= 1.0:
+        return {**ltx20_guidance_kwargs(1.0), "use_cross_timestep": True}
+    v, a = LTX23_VIDEO, LTX23_AUDIO
+    return {
+        "guidance_scale": float(guidance),
+        "audio_guidance_scale": a.cfg,
+        "stg_scale": v.stg,
+        "audio_stg_scale": a.stg,
+        "modality_scale": v.modality,
+        "audio_modality_scale": a.modality,
+        "guidance_rescale": v.rescale,
+        "audio_guidance_rescale": a.rescale,
+        # diffusers takes one block list for both modalities; Lightricks' are equal
+        "spatio_temporal_guidance_blocks": list(v.stg_blocks),
+        "use_cross_timestep": True,
+    }
 
 
 @dataclass(frozen=True)
@@ -128,6 +184,13 @@ class ModelPreset:
     #: Recommended defaults, shown in docs/engine.md (a request's own values win where allowed).
     default_steps: int
     default_guidance: float
+    family: Family = "2.0"
+
+    def guidance_kwargs(self, guidance: float) -> dict[str, Any]:
+        """The family's pipeline guidance arguments for a CFG scale."""
+        if self.family == "2.3":
+            return ltx23_guidance_kwargs(guidance)
+        return ltx20_guidance_kwargs(guidance)
 
     def can_refine(self, distilled_lora: bool) -> bool:
         """Whether two-stage has refine weights: the distilled model's own, or (dev) the distilled
@@ -137,13 +200,13 @@ class ModelPreset:
     def sampling(self, steps: int, guidance: float) -> Sampling:
         """The first (or only) stage for a request's ``steps`` and ``CFGScale``."""
         if self.distilled:
-            return Sampling(len(DISTILLED_SIGMAS), DISTILLED_SIGMAS, 1.0, ltx20_guidance_kwargs(1.0))
-        return Sampling(steps, ltx2_scheduler_sigmas(steps), guidance, ltx20_guidance_kwargs(guidance))
+            return Sampling(len(DISTILLED_SIGMAS), DISTILLED_SIGMAS, 1.0, self.guidance_kwargs(1.0))
+        return Sampling(steps, ltx2_scheduler_sigmas(steps), guidance, self.guidance_kwargs(guidance))
 
     def refine_sampling(self) -> Sampling:
         """The second stage of two-stage generation, the same for every preset in Lightricks'
         pipelines (``simple_denoising_func``): 3 distilled steps, no guidance."""
-        return Sampling(len(STAGE_2_SIGMAS), STAGE_2_SIGMAS, 1.0, ltx20_guidance_kwargs(1.0))
+        return Sampling(len(STAGE_2_SIGMAS), STAGE_2_SIGMAS, 1.0, self.guidance_kwargs(1.0))
 
     def mapping_note(self, steps: int, guidance: float) -> str | None:
         """A log line when the request's values are replaced (None when they are used as sent)."""
@@ -163,18 +226,34 @@ PRESETS: Final[dict[str, ModelPreset]] = {
         ),
         ModelPreset("dev-fp8", "dev with float8 transformer weights (CUDA)", False, True, 40, 4.0),
         ModelPreset("distilled-fp8", "distilled with float8 transformer weights (CUDA)", True, True, 8, 1.0),
+        ModelPreset(
+            "2.3-dev",
+            "LTX-2.3 22B dev: CFG with Lightricks' STG, rescale and modality guidance",
+            False,
+            False,
+            LTX23_STEPS,
+            LTX23_VIDEO.cfg,
+            "2.3",
+        ),
+        ModelPreset(
+            "2.3-distilled", "LTX-2.3 22B distilled: 8 fixed steps, no guidance", True, False, 8, 1.0, "2.3"
+        ),
     )
 }
 
 _DISTILLED = re.compile(r"distill", re.IGNORECASE)
 _FP8 = re.compile(r"fp8|float8|e4m3", re.IGNORECASE)
+_LTX23 = re.compile(r"ltx-?2\.3|2\.3-22b", re.IGNORECASE)
 
 
 def detect_preset_name(location: str | None) -> PresetName:
-    """The preset a checkpoint's name implies (Lightricks' file names carry it)."""
+    """The preset a checkpoint's name implies (Lightricks' file names carry it:
+    ``ltx-2.3-22b-dev.safetensors``, ``ltx-2.3-22b-distilled.safetensors``)."""
     name = (location or "").rstrip("/").rsplit("/", 1)[-1]
     distilled = bool(_DISTILLED.search(name))
     fp8 = bool(_FP8.search(name))
+    if _LTX23.search(name):
+        return "2.3-distilled" if distilled else "2.3-dev"
     if distilled:
         return "distilled-fp8" if fp8 else "distilled"
     return "dev-fp8" if fp8 else "dev"
@@ -191,7 +270,10 @@ def resolve_preset(model_preset: str, model_path: str | None) -> ModelPreset:
 
 
 def preset_model_ids(preset: ModelPreset, distilled_model_ids: Sequence[str]) -> tuple[str, ...]:
-    """The model ids that address a preset: Runware's for dev, configurable ones for distilled."""
+    """The model ids that address a preset: Runware's (LTX-2.0 dev, LTX-2.3 dev and fast), the
+    configurable ones for LTX-2.0 distilled (Runware lists no id for it)."""
+    if preset.family == "2.3":
+        return (LTX23_FAST_MODEL_ID,) if preset.distilled else (LTX23_MODEL_ID,)
     return tuple(distilled_model_ids) if preset.distilled else (DEV_MODEL_ID,)
 
 

@@ -113,3 +113,26 @@ def test_bwe_vocoder_matches_ltx_core(ltx23: Converted) -> None:
     a, r = errors(ours, theirs)
     record("LTX-2.3 vocoder with BWE (48 kHz)", a, r)
     assert r < REL_TOL
+
+
+def test_ltx23_defaults_are_ltx_pipelines_constants() -> None:
+    """The 2.3 presets' defaults are ``LTX_2_3_PARAMS`` of the installed ltx-pipelines, field by field."""
+    from ltx_pipelines.utils.constants import LTX_2_3_PARAMS
+
+    from ltxserve.presets import LTX23_AUDIO, LTX23_STEPS, LTX23_VIDEO, PRESETS
+
+    assert LTX23_STEPS == LTX_2_3_PARAMS.num_inference_steps == PRESETS["2.3-dev"].default_steps
+    for ours, theirs in (
+        (LTX23_VIDEO, LTX_2_3_PARAMS.video_guider_params),
+        (LTX23_AUDIO, LTX_2_3_PARAMS.audio_guider_params),
+    ):
+        assert ours.cfg == theirs.cfg_scale
+        assert ours.stg == theirs.stg_scale
+        assert ours.rescale == theirs.rescale_scale
+        assert ours.modality == theirs.modality_scale
+        assert list(ours.stg_blocks) == list(theirs.stg_blocks)
+        assert theirs.skip_step == 0  # diffusers has no step skipping: every step is guided
+    assert PRESETS["2.3-dev"].default_guidance == LTX_2_3_PARAMS.video_guider_params.cfg_scale
+    kwargs = PRESETS["2.3-dev"].sampling(LTX23_STEPS, LTX23_VIDEO.cfg).kwargs
+    assert kwargs["audio_guidance_scale"] == LTX_2_3_PARAMS.audio_guider_params.cfg_scale
+    assert kwargs["spatio_temporal_guidance_blocks"] == list(LTX_2_3_PARAMS.video_guider_params.stg_blocks)

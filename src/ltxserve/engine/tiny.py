@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 #: Said wherever the tiny model's text is shown: its 2-layer random Gemma writes random tokens.
 TINY_GIBBERISH = "the tiny random-weight model writes gibberish, not a real enhancement"
@@ -44,6 +44,8 @@ class TinyModelConfig:
     #: Learnable registers in the text connectors (the real LTX-2 has 128): they replace the text
     #: padding, so the transformer's text mask masks nothing (what context parallelism needs).
     text_registers: int | None = None
+    #: Which LTX-2 layout: "2.3" adds what LTX-2.3 (22B) changed (see ``build_tiny_pipeline``).
+    family: Literal["2.0", "2.3"] = "2.0"
 
 
 #: Roughly 10-30 s per 512x320, 2 s, 8-step job on a 2-core CPU: for benchmarks, not tests.
@@ -59,7 +61,11 @@ MID_CONFIG = TinyModelConfig(
     vae_channels=(32, 64, 128, 256),
 )
 
-PRESETS: dict[str, TinyModelConfig] = {"tiny": TinyModelConfig(), "mid": MID_CONFIG}
+PRESETS: dict[str, TinyModelConfig] = {
+    "tiny": TinyModelConfig(),
+    "mid": MID_CONFIG,
+    "tiny-2.3": TinyModelConfig(family="2.3"),
+}
 
 _SPECIAL_TOKENS = (
     "<pad>",
@@ -119,7 +125,14 @@ def _build_tokenizer():  # type: ignore[no-untyped-def]
 
 
 def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[no-untyped-def]
-    """Return an ``LTX2Pipeline`` with random weights built from ``config``."""
+    """Return an ``LTX2Pipeline`` with random weights built from ``config``.
+
+    ``family="2.3"`` builds LTX-2.3's layout (as ``lightricks_config.translate`` maps a 2.3 release
+    file): gated attention and prompt (cross-attention AdaLN) modulation in the transformer, the
+    text features projected per modality before gated connectors as wide as each transformer
+    stream, a decoder of separate compress_space / compress_time stages (``upsample_type``) with
+    zeros padding, and the BigVGAN vocoder with a bandwidth-extension generator to 48 kHz
+    (``LTX2VocoderWithBWE``). Random weights: it outputs noise too."""
     import torch
     from diffusers import (
         AutoencoderKLLTX2Audio,
@@ -129,7 +142,7 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
         LTX2VideoTransformer3DModel,
     )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -138,6 +151,7 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
     )
 
     cfg = config or TinyModelConfig()
+    v23 = cfg.family == "2.3"
     tokenizer = _build_tokenizer()
     image_seq_length = 4
 
@@ -223,17 +237,40 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
         caption_channels=cfg.text_hidden,
         rope_double_precision=False,
         rope_type="split",
+        gated_attn=v23,
+        cross_attn_mod=v23,
+        audio_gated_attn=v23,
+        audio_cross_attn_mod=v23,
+        use_prompt_embeddings=not v23,
     )
+    if v23:
+        # LTX-2.3 projects the stacked text features per modality, straight to each stream's width
+        # (4096 / 2048 on the real model), and its connectors run at that width.
+        connector_sizes: dict[str, Any] = {
+            "video_connector_num_attention_heads": cfg.transformer_heads,
+            "video_connector_attention_head_dim": cfg.transformer_head_dim,
+            "audio_connector_num_attention_heads": cfg.audio_heads,
+            "audio_connector_attention_head_dim": cfg.audio_head_dim,
+            "video_gated_attn": True,
+            "audio_gated_attn": True,
+            "per_modality_projections": True,
+            "video_hidden_dim": video_dim,
+            "audio_hidden_dim": audio_dim,
+            "proj_bias": True,
+        }
+    else:
+        # LTX-2.0 connectors run at the text encoder's width (3840 = 30 x 128 on the real model).
+        connector_sizes = {
+            "video_connector_num_attention_heads": 2,
+            "video_connector_attention_head_dim": cfg.text_hidden // 2,
+            "audio_connector_num_attention_heads": 2,
+            "audio_connector_attention_head_dim": cfg.text_hidden // 2,
+        }
     connectors = LTX2TextConnectors(
         caption_channels=cfg.text_hidden,
         text_proj_in_factor=cfg.text_layers + 1,
-        # LTX-2.0 connectors run at the text encoder's width (3840 = 30 x 128 on the real model).
-        video_connector_num_attention_heads=2,
-        video_connector_attention_head_dim=cfg.text_hidden // 2,
         video_connector_num_layers=1,
         video_connector_num_learnable_registers=cfg.text_registers,
-        audio_connector_num_attention_heads=2,
-        audio_connector_attention_head_dim=cfg.text_hidden // 2,
         audio_connector_num_layers=1,
         audio_connector_num_learnable_registers=cfg.text_registers,
         connector_rope_base_seq_len=32,
@@ -241,22 +278,41 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
         rope_double_precision=False,
         causal_temporal_positioning=False,
         rope_type="split",
+        **connector_sizes,
     )
     # The real LTX-2 block layout with small channels; the ratios must be passed explicitly
     # because the formula applied to a shrunken config reports other values.
     c = cfg.vae_channels
+    decoder_layout: dict[str, Any] = (
+        # LTX-2.3's decoder, as ``lightricks_config`` translates a 2.3 file: separate compress_time and
+        # compress_space stages, one compress_all without a channel change, zeros padding.
+        {
+            "decoder_block_out_channels": (c[1], c[2], c[2], c[3]),
+            "decoder_layers_per_block": (1, 1, 1, 1, 1),
+            "decoder_spatio_temporal_scaling": (True, True, True, True),
+            "decoder_inject_noise": (False, False, False, False, False),
+            "upsample_type": ("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
+            "upsample_residual": (False, False, False, False),
+            "upsample_factor": (2, 2, 1, 2),
+            "encoder_spatial_padding_mode": "zeros",
+            "decoder_spatial_padding_mode": "zeros",
+        }
+        if v23
+        else {
+            "decoder_block_out_channels": c[:3],
+            "decoder_layers_per_block": (1, 1, 1, 1),
+            "decoder_spatio_temporal_scaling": (True, True, True),
+            "decoder_inject_noise": (False, False, False, False),
+            "upsample_residual": (True, True, True),
+            "upsample_factor": (2, 2, 2),
+        }
+    )
     vae = AutoencoderKLLTX2Video(
         latent_channels=cfg.latent_channels,
         block_out_channels=c,
-        decoder_block_out_channels=c[:3],
         layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1),
         spatio_temporal_scaling=(True, True, True, True),
-        decoder_spatio_temporal_scaling=(True, True, True),
-        decoder_inject_noise=(False, False, False, False),
         downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-        upsample_residual=(True, True, True),
-        upsample_factor=(2, 2, 2),
         timestep_conditioning=False,
         patch_size=4,
         patch_size_t=1,
@@ -264,18 +320,43 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
         decoder_causal=False,
         spatial_compression_ratio=32,
         temporal_compression_ratio=8,
+        **decoder_layout,
     )
-    vocoder = LTX2Vocoder(
-        in_channels=audio_vae.config.output_channels * mel_bins,
-        hidden_channels=32,
-        out_channels=2,
-        upsample_kernel_sizes=[12, 10, 16],
-        upsample_factors=[6, 5, 8],
-        resnet_kernel_sizes=[3],
-        resnet_dilations=[[1, 3, 5]],
-        leaky_relu_negative_slope=0.1,
-        output_sampling_rate=24000,
-    )
+    vocoder: Any
+    if v23:
+        # Mel (hop 160 at 16 kHz) -> 16 kHz (x160), then the BWE generator's own 64-bin mel of that
+        # (hop 80) -> 48 kHz (x240), added to the resampled base audio.
+        vocoder = LTX2VocoderWithBWE(
+            in_channels=audio_vae.config.output_channels * mel_bins,
+            hidden_channels=32,
+            out_channels=2,
+            upsample_kernel_sizes=[11, 8, 16],
+            upsample_factors=[5, 4, 8],
+            resnet_kernel_sizes=[3],
+            resnet_dilations=[[1, 3, 5]],
+            final_act_fn="clamp",
+            bwe_in_channels=128,
+            bwe_hidden_channels=32,
+            bwe_upsample_kernel_sizes=[12, 11, 16],
+            bwe_upsample_factors=[6, 5, 8],
+            bwe_resnet_kernel_sizes=[3],
+            bwe_resnet_dilations=[[1, 3, 5]],
+            num_mel_channels=64,
+            input_sampling_rate=16000,
+            output_sampling_rate=48000,
+        )
+    else:
+        vocoder = LTX2Vocoder(
+            in_channels=audio_vae.config.output_channels * mel_bins,
+            hidden_channels=32,
+            out_channels=2,
+            upsample_kernel_sizes=[12, 10, 16],
+            upsample_factors=[6, 5, 8],
+            resnet_kernel_sizes=[3],
+            resnet_dilations=[[1, 3, 5]],
+            leaky_relu_negative_slope=0.1,
+            output_sampling_rate=24000,
+        )
     return LTX2Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(
             shift=2.05, use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05
@@ -334,6 +415,7 @@ def save_tiny_model(
         json.dumps(
             {
                 "preset": preset,
+                "family": cfg.family,
                 "warning": "random weights: this model outputs noise, not video",
             },
             indent=2,
