@@ -369,7 +369,7 @@ def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")])
     async def run() -> None:
         store = await _open_store(settings)
         try:
-            row, key, secret = await store.create_key(name)
+            row, key, secret = await store.keys.create(name)
         finally:
             await store.close()
         typer.echo(
@@ -389,7 +389,7 @@ def keys_list() -> None:
     async def run() -> None:
         store = await _open_store(settings)
         try:
-            rows = await store.list_keys()
+            rows = await store.keys.list()
         finally:
             await store.close()
         for row in rows:
@@ -411,7 +411,7 @@ def keys_revoke(
     async def run() -> bool:
         store = await _open_store(settings)
         try:
-            return await store.revoke_key(ident.rstrip("…"))
+            return await store.keys.revoke(ident.rstrip("…"))
         finally:
             await store.close()
 
@@ -428,7 +428,7 @@ def keys_rotate_secret(ident: Annotated[str, typer.Argument(help="Key id or pref
     async def run() -> str | None:
         store = await _open_store(settings)
         try:
-            return await store.rotate_webhook_secret(ident.rstrip("…"))
+            return await store.keys.rotate_webhook_secret(ident.rstrip("…"))
         finally:
             await store.close()
 

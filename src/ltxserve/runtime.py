@@ -120,7 +120,7 @@ class Runtime:
         if self.role == "all" and self.store.is_sqlite:
             # Embedded mode has one worker, this one: whatever was running died with the last
             # process. (On PostgreSQL other workers may be alive: their leases decide.)
-            recovered = await self.store.recover(self.settings.max_attempts, all_running=True)
+            recovered = await self.service.recover(all_running=True)
             if recovered.requeued or recovered.failed:
                 log.warning(
                     "recovered tasks from the previous run",
@@ -138,12 +138,12 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Cluster-wide queue gauges from the database (API nodes also refresh at scrape time)."""
-        counts = await self.store.count_by_status()
+        counts = await self.store.tasks.count_by_status()
         metrics.QUEUE_DEPTH.set(counts["queued"])
         metrics.RUNNING.set(counts["running"])
         _, queued_seconds = await self.service.queue_estimates()
         metrics.QUEUED_GPU_SECONDS.labels(self.service.calibration.model).set(queued_seconds)
-        oldest = await self.store.oldest_queued_at()
+        oldest = await self.store.tasks.oldest_queued_at()
         metrics.QUEUE_OLDEST.set(0.0 if oldest is None else max((utcnow() - oldest).total_seconds(), 0.0))
 
     @property
@@ -202,7 +202,7 @@ def _result_payload(service: Service) -> Any:
     """The ``result`` event payload of a finished task, rebuilt from the store (large events)."""
 
     async def load(task_id: str) -> dict[str, Any] | None:
-        task = await service.store.get_task(task_id)
+        task = await service.store.tasks.get(task_id)
         if task is None:
             return None
         reply = await service.result_items_with_uploads(task)

@@ -118,8 +118,8 @@ def start_server(settings: Settings, engine: Engine | None) -> Iterator[LiveServ
             raise RuntimeError("server did not become ready")
         time.sleep(0.05)
     live = LiveServer(base, f"ws://127.0.0.1:{settings.port}/v1", settings, runtime, loops[0], "", "")
-    _, live.key, live.secret = live.call(runtime.store.create_key("tests"))
-    live.other_key = live.call(runtime.store.create_key("someone else"))[1]
+    _, live.key, live.secret = live.call(runtime.store.keys.create("tests"))
+    live.other_key = live.call(runtime.store.keys.create("someone else"))[1]
     try:
         yield live
     finally:

@@ -43,7 +43,7 @@ def test_outputs_expire_after_default_ttl(short_ttl: LiveServer) -> None:
 def test_explicit_ttl_is_honoured(short_ttl: LiveServer) -> None:
     task_uuid = short_ttl.submit(ttl=120)
     (item,) = short_ttl.wait(task_uuid)["data"]
-    result = short_ttl.call(short_ttl.runtime.store.find_video(item["videoUUID"]))
+    result = short_ttl.call(short_ttl.runtime.store.tasks.find_video(item["videoUUID"]))
     assert result is not None
     assert result.expires_at is not None
     assert result.finished_at is not None
@@ -82,9 +82,9 @@ def test_per_key_and_queue_limits(limited: LiveServer) -> None:
     assert error["code"] == "rateLimitExceeded"
     assert error["taskUUID"]
     # Another key still gets in, until the shared queue is full.
-    _, third_key, _ = limited.call(limited.runtime.store.create_key("third"))
+    _, third_key, _ = limited.call(limited.runtime.store.keys.create("third"))
     deadline = time.monotonic() + 30
-    while limited.call(limited.runtime.store.count_queued()) > 0:  # the slow task is claimed
+    while limited.call(limited.runtime.store.tasks.count_queued()) > 0:  # the slow task is claimed
         assert time.monotonic() < deadline
         time.sleep(0.05)
     queued = video_task()

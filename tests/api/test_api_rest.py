@@ -209,16 +209,16 @@ def test_authentication(live: LiveServer) -> None:
 
 
 def test_revoked_key_is_refused(live: LiveServer) -> None:
-    row, key, _ = live.call(live.runtime.store.create_key("short-lived"))
+    row, key, _ = live.call(live.runtime.store.keys.create("short-lived"))
     assert live.post([{"taskType": "ping", "ping": True}], key=key).status_code == 200
-    assert live.call(live.runtime.store.revoke_key(row.prefix))
+    assert live.call(live.runtime.store.keys.revoke(row.prefix))
     reply = live.post([video_task()], key=key)
     assert reply.status_code == 401
     assert find_error(reply.json(), "invalidApiKey")
 
 
 def test_keys_are_stored_hashed(live: LiveServer) -> None:
-    rows = live.call(live.runtime.store.list_keys())
+    rows = live.call(live.runtime.store.keys.list())
     assert rows
     assert all(live.key not in (r.key_hash, r.prefix, r.name) for r in rows)
     db = (live.settings.data_dir / "ltxserve.db").read_bytes()

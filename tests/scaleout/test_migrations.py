@@ -92,9 +92,9 @@ async def test_database_made_by_create_all_is_adopted(tmp_path: Path) -> None:
     await migrate.upgrade(store.engine, migrate.BASELINE)
     async with store.engine.begin() as conn:
         await conn.execute(text("DROP TABLE alembic_version"))
-    _, key, _ = await store.create_key("old")
+    _, key, _ = await store.keys.create("old")
     await store.migrate()
-    assert await store.authenticate(key) is not None
+    assert await store.keys.authenticate(key) is not None
     await migrate.check(store.engine)
     await store.close()
 

@@ -15,7 +15,8 @@ import pytest
 from ltxserve.blobs import BlobNotFound, RangeNotSatisfiable, StorageUnavailable
 from ltxserve.blobs.s3 import S3BlobStore
 from ltxserve.config import Settings
-from ltxserve.db.repository import NewResult, Store, TaskConflict
+from ltxserve.db.repository import Store
+from ltxserve.db.tasks import NewResult, TaskConflict
 from ltxserve.queue.postgres import ProcrastinateQueue
 from ltxserve.service.events import PostgresEventBus, TaskEvent
 from tests.scaleout.cluster import BUCKET, S3_KEY, S3_SECRET, Weed, sql, terminate_backends
@@ -43,38 +44,40 @@ async def test_job_is_enqueued_in_the_task_transaction(
     pg_url: str, pg_store: tuple[Store, ProcrastinateQueue]
 ) -> None:
     store, _ = pg_store
-    key, _, _ = await store.create_key("q")
-    task = await store.submit(key.id, "t-1", "videoInference", {}, [NewResult(seed=1, cost=None)])
+    key, _, _ = await store.keys.create("q")
+    task = await store.tasks.submit(key.id, "t-1", "videoInference", {}, [NewResult(seed=1, cost=None)])
     assert _jobs(pg_url) == [(task.id, "todo")]
     # A conflicting submission rolls back: no task row and no job.
     with pytest.raises(TaskConflict):
-        await store.submit(key.id, "t-1", "videoInference", {}, [NewResult(seed=1, cost=None)])
+        await store.tasks.submit(key.id, "t-1", "videoInference", {}, [NewResult(seed=1, cost=None)])
     assert _jobs(pg_url) == [(task.id, "todo")]
 
     async def failing_hook(session: object, task_id: str) -> None:
         raise RuntimeError("enqueue failed after the insert")
 
     with pytest.raises(RuntimeError):
-        await store.submit(key.id, "t-2", "videoInference", {}, [NewResult(seed=1, cost=None)], failing_hook)
-    assert await store.find_task(key.id, "t-2") is None  # the task row went with the failed enqueue
+        await store.tasks.submit(
+            key.id, "t-2", "videoInference", {}, [NewResult(seed=1, cost=None)], failing_hook
+        )
+    assert await store.tasks.find(key.id, "t-2") is None  # the task row went with the failed enqueue
 
 
 async def test_release_and_lease_recovery_enqueue_again(
     pg_url: str, pg_store: tuple[Store, ProcrastinateQueue]
 ) -> None:
     store, _ = pg_store
-    key, _, _ = await store.create_key("q")
-    task = await store.submit(key.id, "t", "videoInference", {}, [NewResult(seed=1, cost=None)])
+    key, _, _ = await store.keys.create("q")
+    task = await store.tasks.submit(key.id, "t", "videoInference", {}, [NewResult(seed=1, cost=None)])
     sql(pg_url, "DELETE FROM procrastinate_jobs")
-    assert await store.claim("w1", 60, task.id) == task.id
-    assert await store.claim("w1", 60, task.id) == task.id  # a retried claim of our own: still ours
-    assert await store.claim("w2", 60, task.id) is None
-    assert await store.release(task.id, "w1")
+    assert await store.tasks.claim("w1", 60, task.id) == task.id
+    assert await store.tasks.claim("w1", 60, task.id) == task.id  # a retried claim of our own: still ours
+    assert await store.tasks.claim("w2", 60, task.id) is None
+    assert await store.tasks.release(task.id, "w1")
     assert _jobs(pg_url) == [(task.id, "todo")]
     sql(pg_url, "DELETE FROM procrastinate_jobs")
-    assert await store.claim("w2", 0.01, task.id) == task.id
+    assert await store.tasks.claim("w2", 0.01, task.id) == task.id
     await asyncio.sleep(0.05)
-    recovered = await store.recover(max_attempts=5)
+    recovered = await store.tasks.recover(max_attempts=5)
     assert recovered.requeued == [task.id]
     assert _jobs(pg_url) == [(task.id, "todo")]
 
@@ -83,8 +86,8 @@ async def test_reconcile_gives_an_orphaned_task_a_job(
     pg_url: str, pg_store: tuple[Store, ProcrastinateQueue]
 ) -> None:
     store, queue = pg_store
-    key, _, _ = await store.create_key("q")
-    task = await store.submit(key.id, "t", "videoInference", {}, [NewResult(seed=1, cost=None)])
+    key, _, _ = await store.keys.create("q")
+    task = await store.tasks.submit(key.id, "t", "videoInference", {}, [NewResult(seed=1, cost=None)])
     sql(pg_url, "DELETE FROM procrastinate_jobs")
     assert await queue.reconcile() == 0  # too young: its own transaction may still be committing
     sql(pg_url, "UPDATE tasks SET created_at = created_at - interval '1 minute'")
@@ -95,9 +98,9 @@ async def test_reconcile_gives_an_orphaned_task_a_job(
 
 async def test_consume_delivers_each_task_once_and_drains(pg_store: tuple[Store, ProcrastinateQueue]) -> None:
     store, queue = pg_store
-    key, _, _ = await store.create_key("q")
+    key, _, _ = await store.keys.create("q")
     ids = [
-        (await store.submit(key.id, f"t{i}", "videoInference", {}, [NewResult(seed=i, cost=None)])).id
+        (await store.tasks.submit(key.id, f"t{i}", "videoInference", {}, [NewResult(seed=i, cost=None)])).id
         for i in range(3)
     ]
     seen: list[str] = []

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from PIL import Image, ImageChops
 
-from ltxserve.db.models import Task, TaskStatus
+from ltxserve.db.lifecycle import TaskStatus
+from ltxserve.db.models import Task
 from ltxserve.media.probe import probe
 from tests.api.conftest import LiveServer
 from tests.sdk.conftest import (
@@ -53,9 +54,9 @@ def client_run(
 
 def stored_task(server: LiveServer, task_uuid: str) -> Task | None:
     async def find() -> Task | None:
-        key = await server.runtime.store.authenticate(server.key)
+        key = await server.runtime.store.keys.authenticate(server.key)
         assert key is not None
-        return await server.runtime.store.find_task(key.id, task_uuid)
+        return await server.runtime.store.tasks.find(key.id, task_uuid)
 
     return server.call(find())
 

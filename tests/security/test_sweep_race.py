@@ -44,11 +44,11 @@ async def test_sweep_survives_another_node_retrying_first(tmp_path: Path) -> Non
             job_id = await a.queue.task.defer_async(task_id=str(uuid.uuid4()))
             sql(url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", job_id)
             # An expired upload the same sweep must still delete.
-            key, _, _ = await a.store.create_key("sweep")
+            key, _, _ = await a.store.keys.create("sweep")
             image_uuid = str(uuid.uuid4())
             storage_key = f"uploads/{image_uuid}.png"
             await a.blobs.put_bytes(storage_key, b"png", "image/png")
-            await a.store.add_upload(key.id, image_uuid, storage_key, utcnow() - timedelta(seconds=1))
+            await a.store.uploads.add(key.id, image_uuid, storage_key, utcnow() - timedelta(seconds=1))
 
             listing = a.queue.app.job_manager.get_stalled_jobs
 
@@ -61,7 +61,7 @@ async def test_sweep_survives_another_node_retrying_first(tmp_path: Path) -> Non
             await Sweeper(settings, a.service, a.queue).run_once()
 
             assert sql(url, "SELECT status FROM procrastinate_jobs WHERE id = %s", job_id) == [("todo",)]
-            assert await a.store.get_upload(key.id, image_uuid) is None  # the rest of the sweep ran
+            assert await a.store.uploads.get(key.id, image_uuid) is None  # the rest of the sweep ran
             assert not await a.blobs.exists(storage_key)
         finally:
             for node in (a, b):

@@ -26,8 +26,8 @@ def test_next_task_generates_while_previous_is_stored(live: LiveServer) -> None:
     a = live.wait(first["taskUUID"])["data"]
     b = live.wait(second["taskUUID"])["data"]
     assert [i["status"] for i in a + b] == ["success"] * 3
-    key = live.call(live.runtime.store.authenticate(live.key))
-    task_a = live.call(live.runtime.store.find_task(key.id, first["taskUUID"]))
-    task_b = live.call(live.runtime.store.find_task(key.id, second["taskUUID"]))
+    key = live.call(live.runtime.store.keys.authenticate(live.key))
+    task_a = live.call(live.runtime.store.tasks.find(key.id, first["taskUUID"]))
+    task_b = live.call(live.runtime.store.tasks.find(key.id, second["taskUUID"]))
     assert task_a.finished_at > task_b.started_at  # B was claimed before A was done
     assert task_a.attempts == task_b.attempts == 1

@@ -21,8 +21,8 @@ def _stored_files(live: LiveServer, **fields: object) -> list[bytes]:
     assert live.post([task]).status_code == 200
     items = live.wait(task["taskUUID"])["data"]
     assert [i["status"] for i in items] == ["success"] * len(items)
-    key = live.call(live.runtime.store.authenticate(live.key))
-    row = live.call(live.runtime.store.find_task(key.id, task["taskUUID"]))
+    key = live.call(live.runtime.store.keys.authenticate(live.key))
+    row = live.call(live.runtime.store.tasks.find(key.id, task["taskUUID"]))
     return [live.call(live.runtime.blobs.get_bytes(r.storage_key)) for r in row.results]
 
 

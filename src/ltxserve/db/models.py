@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ltxserve.db.lifecycle import TaskStatus
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC on every backend (SQLite hands back naive datetimes)."""
@@ -78,15 +80,6 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class TaskStatus:
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-    TERMINAL = frozenset({SUCCESS, ERROR, CANCELLED})
-
-
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -99,7 +92,7 @@ class Task(Base):
     task_uuid: Mapped[str] = mapped_column(String(36))
     task_type: Mapped[str] = mapped_column(String(40))
     request: Mapped[dict[str, Any]] = mapped_column()  # the validated wire request
-    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.QUEUED)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.QUEUED)  # see db.lifecycle
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(100), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -91,7 +91,7 @@ class Deliverer:
             next_attempt_at=now,
             deadline=now + timedelta(seconds=self.settings.delivery_window_s),
         )
-        if await self.store.add_delivery(row):
+        if await self.store.deliveries.add(row):
             self.wake()
 
     async def run(self) -> None:
@@ -107,7 +107,7 @@ class Deliverer:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
 
     async def run_once(self) -> int:
-        due = await self.store.claim_deliveries(CLAIM_LEASE_S)
+        due = await self.store.deliveries.claim(CLAIM_LEASE_S)
         if due:
             await asyncio.gather(*(self.attempt(d) for d in due))
         return len(due)
@@ -132,22 +132,22 @@ class Deliverer:
             if isinstance(exc, FetchError) and retryable(exc) and at < d.deadline:
                 dlog.warning("delivery failed, will retry", error=reason, retry_at=at.isoformat())
                 metrics.DELIVERIES.labels(d.kind, "retry").inc()
-                await self.store.delivery_retry(d.id, at, reason)
+                await self.store.deliveries.retry(d.id, at, reason)
                 return "retry"
             dlog.error("delivery gave up", error=reason, url=d.url)
             metrics.DELIVERIES.labels(d.kind, "failed").inc()
-            await self.store.delivery_failed(d.id, reason)
+            await self.store.deliveries.failed(d.id, reason)
             return "failed"
         except Exception as exc:  # a bug: keep the row retryable, and say so loudly
             dlog.exception("delivery attempt crashed")
             metrics.DELIVERIES.labels(d.kind, "retry").inc()
-            await self.store.delivery_retry(
+            await self.store.deliveries.retry(
                 d.id, utcnow() + timedelta(seconds=backoff_delay(d.attempts)), repr(exc)
             )
             return "retry"
         dlog.info("delivered", url=d.url)
         metrics.DELIVERIES.labels(d.kind, "delivered").inc()
-        await self.store.delivery_done(d.id)
+        await self.store.deliveries.done(d.id)
         return "delivered"
 
     async def _post_webhook(self, d: Delivery) -> None:
@@ -173,8 +173,8 @@ class Deliverer:
         )
 
     async def _secret(self, task_id: str) -> str | None:
-        task = await self.store.get_task(task_id)
+        task = await self.store.tasks.get(task_id)
         if task is None:
             return None
-        key = await self.store.get_key(task.api_key_id)
+        key = await self.store.keys.get(task.api_key_id)
         return key.webhook_secret if key is not None else None

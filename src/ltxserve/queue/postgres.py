@@ -28,6 +28,7 @@ from procrastinate.job_context import JobContext
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ltxserve.config import Settings
+from ltxserve.db.lifecycle import TaskStatus
 from ltxserve.logs import get_logger
 from ltxserve.queue.base import Handler, libpq_url
 
@@ -40,7 +41,7 @@ TASK_NAME = "ltxserve.run_task"
 # it off tasks whose submitting transaction is still being committed.
 ORPHANS = """
 SELECT t.id FROM tasks t
- WHERE t.status = 'queued'
+ WHERE t.status = %(queued)s
    AND t.created_at < NOW() - INTERVAL '10 seconds'
    AND NOT EXISTS (
        SELECT 1 FROM procrastinate_jobs j
@@ -114,7 +115,9 @@ class ProcrastinateQueue:
         return retried + await self.reconcile()
 
     async def reconcile(self) -> int:
-        rows = await self.app.connector.execute_query_all_async(query=ORPHANS, task_name=TASK_NAME)
+        rows = await self.app.connector.execute_query_all_async(
+            query=ORPHANS, task_name=TASK_NAME, queued=TaskStatus.QUEUED.value
+        )
         for row in rows:
             log.warning("queued task had no queue job; deferring one", task_id=row["id"])
             await self.task.defer_async(task_id=row["id"])

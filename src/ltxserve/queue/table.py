@@ -44,7 +44,7 @@ class TableQueue:
         delay = POLL_S
         while not stopping.is_set():
             try:
-                task_id = await self.store.next_queued()
+                task_id = await self.store.tasks.next_queued()
                 if task_id is not None:
                     await handle(task_id)
                     delay = POLL_S

@@ -8,15 +8,17 @@ transports call these and share one error vocabulary (``ltxserve.protocol.errors
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ltxserve import tracing
+from ltxserve import metrics, tracing
 from ltxserve.blobs.base import BlobStore
 from ltxserve.config import Settings
-from ltxserve.db.models import ApiKey, Result, Task, TaskStatus
-from ltxserve.db.repository import LimitReached, NewResult, Store, SubmitLimits, TaskConflict
+from ltxserve.db.lifecycle import TERMINAL, TaskStatus
+from ltxserve.db.models import ApiKey, Result, Task
+from ltxserve.db.repository import Store
+from ltxserve.db.tasks import LimitReached, NewResult, Requeued, SubmitLimits, TaskConflict
 from ltxserve.delivery import Deliverer, webhook_body
 from ltxserve.engine.capacity import CapacityError
 from ltxserve.engine.types import GenerationJob
@@ -114,17 +116,17 @@ class Service:
 
     async def authenticate(self, api_key: str) -> ApiKey | None:
         """The active key for a secret (None: unknown or revoked)."""
-        return await self.store.authenticate(api_key)
+        return await self.store.keys.authenticate(api_key)
 
     async def active_key(self, key: ApiKey) -> ApiKey | None:
         """``key``'s current row, None once revoked (as cached as ``authenticate``): open
         WebSockets ask before every message, so revocation and rotation reach them."""
-        return await self.store.active_key(key.id)
+        return await self.store.keys.active_key(key.id)
 
     async def subscribe(self, key: ApiKey, task_uuid: str, listener: Listener) -> Callable[[], None] | None:
         """Send a task's events (progress, results) to ``listener``; returns the unsubscribe
         function, or None when the key has no such task."""
-        task = await self.store.find_task(key.id, task_uuid)
+        task = await self.store.tasks.find(key.id, task_uuid)
         if task is None:
             return None
         return self.bus.subscribe(task.id, listener)
@@ -148,9 +150,9 @@ class Service:
         blog = log.bind(task_uuid=task.task_uuid, api_key=key.prefix)
         # 1. limits: per key, then the whole queue (checked early to spare the work below;
         #    enforced again, atomically, when the task is inserted)
-        if await self.store.count_active(key.id) >= self.settings.max_active_tasks_per_key:
+        if await self.store.tasks.count_active(key.id) >= self.settings.max_active_tasks_per_key:
             raise RunwareError(self._limit_error(task, "key"))
-        if await self.store.count_queued() >= self.settings.max_queue_length:
+        if await self.store.tasks.count_queued() >= self.settings.max_queue_length:
             raise RunwareError(self._limit_error(task, "queue"))
         #    admission by time: refuse a task that would wait longer than the bound (service.eta)
         if self.settings.max_queue_wait_s is not None:
@@ -207,7 +209,7 @@ class Service:
         # 6. persist task + one row per result (seed, cost) in one transaction
         cost = round(self.settings.price_per_second * task.duration, 6)
         try:
-            row = await self.store.submit(
+            row = await self.store.tasks.submit(
                 key.id,
                 task.task_uuid,
                 task.task_type,
@@ -237,7 +239,7 @@ class Service:
         return await self.result_items_with_uploads(task)
 
     async def _own_task(self, key: ApiKey, task_uuid: str, task_type: str) -> Task:
-        task = await self.store.find_task(key.id, task_uuid)
+        task = await self.store.tasks.find(key.id, task_uuid)
         if task is None:
             raise RunwareError(
                 ErrorDetail(
@@ -261,7 +263,7 @@ class Service:
         preset = self.settings.preset()
         entries = [
             eta.QueueEntry(task_id, status, created, eta.task_work(request, preset), progress)
-            for task_id, status, created, request, progress in await self.store.active_tasks()
+            for task_id, status, created, request, progress in await self.store.tasks.active_tasks()
         ]
         rates = await self.calibration.rates()
         estimates, queued = eta.estimate_all(entries, rates), eta.queued_seconds(entries, rates)
@@ -273,7 +275,7 @@ class Service:
         preset = self.settings.preset()
         entries = [
             eta.QueueEntry(task_id, status, created, eta.task_work(request, preset), progress)
-            for task_id, status, created, request, progress in await self.store.active_tasks()
+            for task_id, status, created, request, progress in await self.store.tasks.active_tasks()
         ]
         return eta.start_seconds(entries, await self.calibration.rates())
 
@@ -282,14 +284,16 @@ class Service:
         while the task is active each item carries its queue position and estimated seconds to
         finish (``queuePosition``, ``etaSeconds``: extra fields the official SDKs pass over)."""
         reply = self.result_items(task)
-        if task.status not in TaskStatus.TERMINAL and reply.data:
+        if task.status not in TERMINAL and reply.data:
             estimate = (await self.queue_estimates(task.id))[0].get(task.id)
             if estimate is not None:
                 for item in reply.data:
                     item.update(eta.wire_fields(estimate))
-        if task.request.get("uploadEndpoint") and reply.data and task.status in TaskStatus.TERMINAL:
+        if task.request.get("uploadEndpoint") and reply.data and task.status in TERMINAL:
             states = {
-                d.result_id: d.status for d in await self.store.deliveries_for(task.id) if d.kind == "upload"
+                d.result_id: d.status
+                for d in await self.store.deliveries.for_task(task.id)
+                if d.kind == "upload"
             }
             by_uuid = {r.video_uuid: r.id for r in task.results}
             for item in reply.data:
@@ -306,7 +310,7 @@ class Service:
         """
         data: list[dict[str, Any]] = []
         errors: list[ErrorDetail] = []
-        if task.status not in TaskStatus.TERMINAL:
+        if task.status not in TERMINAL:
             return Reply([processing_item(task.task_uuid, round(task.progress)) for _ in task.results], [])
         include_cost = bool(task.request.get("includeCost"))
         for r in task.results:
@@ -336,16 +340,46 @@ class Service:
 
     async def cancel(self, key: ApiKey, task_uuid: str) -> Reply:
         task = await self._own_task(key, task_uuid, "taskCancel")
-        updated = await self.store.request_cancel(task.id)
+        updated = await self.store.tasks.request_cancel(task.id)
         if updated is not None and updated.status == TaskStatus.CANCELLED:
             await self.publish_results(updated)
-        elif updated is not None and updated.status not in TaskStatus.TERMINAL:
+        elif updated is not None and updated.status not in TERMINAL:
             await self.bus.publish(TaskEvent(updated.id, CANCEL_EVENT))  # the worker stops at once
         return Reply([{"taskType": "taskCancel", "taskUUID": task_uuid}], [])
 
+    async def task_ended(self, task: Task) -> None:
+        """A task reached its end: count its results (metrics) and publish them."""
+        if task.status in TERMINAL:
+            for r in task.results:
+                metrics.RESULTS.labels(r.status).inc()
+        await self.publish_results(task)
+
+    async def recover(
+        self, *, all_running: bool = False, task_ids: Collection[str] | None = None, enqueue: bool = True
+    ) -> Requeued:
+        """Tasks whose worker stopped heartbeating go back to the queue, or end after
+        ``max_attempts`` (then their results are published like any other end, and their step
+        checkpoints deleted)."""
+        recovered = await self.store.tasks.recover(
+            self.settings.max_attempts, all_running=all_running, task_ids=task_ids, enqueue=enqueue
+        )
+        for task_id in recovered.requeued:
+            log.warning("lease expired: task back in the queue", task_id=task_id)
+        for task_id in recovered.failed:
+            task = await self.store.tasks.get(task_id)
+            log.error(
+                "task gave up after too many attempts",
+                task_id=task_id,
+                task_uuid=task.task_uuid if task is not None else None,
+            )
+            if task is not None:
+                await self.task_ended(task)
+                await delete_checkpoints(self.blobs, task.id, task.attempts)
+        return recovered
+
     async def publish_results(self, task: Task) -> None:
         """Push a finished task's items to whoever listens for it (WebSocket connections)."""
-        if task.status not in TaskStatus.TERMINAL:
+        if task.status not in TERMINAL:
             return
         reply = await self.result_items_with_uploads(task)
         payload = {"data": reply.data, "errors": [e.to_wire() for e in reply.errors]}
@@ -417,7 +451,7 @@ class Service:
                 "mediaURL": self.file_url(stored),
             }
         assert task.media_uuid is not None
-        row = await self.store.get_upload(key.id, task.media_uuid)
+        row = await self.store.uploads.get(key.id, task.media_uuid)
         if row is None:
             raise RunwareError(
                 ErrorDetail(
@@ -429,7 +463,7 @@ class Service:
                 )
             )
         await self.blobs.delete(row.storage_key)
-        await self.store.delete_upload(row.image_uuid)
+        await self.store.uploads.delete(row.image_uuid)
         return {
             "taskType": "mediaStorage",
             "taskUUID": task.task_uuid,

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
 from ltxserve.db.models import ApiKey, utcnow
-from ltxserve.db.repository import QuotaReached, Store, UploadQuota
+from ltxserve.db.repository import Store
+from ltxserve.db.uploads import QuotaReached, UploadQuota
 from ltxserve.media.images import (
     ImageDecodeError,
     decode_base64,
@@ -77,7 +78,7 @@ class ImageResolver:
 
         try:
             if ref.kind == "uuid":
-                row = await self.store.get_upload(key.id, ref.value) if key is not None else None
+                row = await self.store.uploads.get(key.id, ref.value) if key is not None else None
                 if row is None:
                     raise fail(f"refers to imageUUID {ref.value}, which this API key has not uploaded")
                 try:
@@ -137,13 +138,13 @@ class ImageResolver:
         quota = UploadQuota(self.settings.upload_per_minute, self.settings.upload_bytes_per_key)
         try:
             # the row first: a refused upload leaves no file behind
-            await self.store.add_upload(key.id, image_uuid, storage_key, expires, len(data), quota)
+            await self.store.uploads.add(key.id, image_uuid, storage_key, expires, len(data), quota)
         except QuotaReached as exc:
             raise RunwareError(self._quota_error(exc, len(data), task)) from None
         try:
             await self.blobs.put_bytes(storage_key, data, content_type)
         except BaseException:
-            await self.store.delete_upload(image_uuid)
+            await self.store.uploads.delete(image_uuid)
             raise
         return image_uuid, storage_key
 
@@ -168,7 +169,7 @@ class ImageResolver:
 
     async def load_upload(self, api_key_id: str, image_uuid: str) -> Image.Image:
         """For the worker: the stored first-frame image of a persisted task."""
-        row = await self.store.get_upload(api_key_id, image_uuid)
+        row = await self.store.uploads.get(api_key_id, image_uuid)
         if row is None:
             raise LookupError(f"upload {image_uuid} is gone")
         data = await self.blobs.get_bytes(row.storage_key)

@@ -13,7 +13,7 @@ import asyncio
 from ltxserve.config import Settings
 from ltxserve.logs import get_logger
 from ltxserve.queue import TaskQueue
-from ltxserve.service.core import Service, delete_checkpoints
+from ltxserve.service.core import Service
 
 log = get_logger(__name__)
 
@@ -39,16 +39,7 @@ class Sweeper:
                 log.exception("sweep step failed; the other steps still run", step=name)
 
     async def _leases(self) -> None:
-        store = self.service.store
-        recovered = await store.recover(self.settings.max_attempts)
-        for task_id in recovered.requeued:
-            log.warning("lease expired: task back in the queue", task_id=task_id)
-        for task_id in recovered.failed:
-            log.error("task gave up after too many attempts", task_id=task_id)
-            task = await store.get_task(task_id)
-            if task is not None:
-                await self.service.publish_results(task)
-                await delete_checkpoints(self.service.blobs, task.id, task.attempts)
+        recovered = await self.service.recover()
         if recovered.requeued:
             self.service.wake()
 
@@ -58,19 +49,20 @@ class Sweeper:
 
     async def _outputs(self) -> None:
         store, blobs = self.service.store, self.service.blobs
-        for result in await store.expired_results():
+        for result in await store.tasks.expired_results():
             if result.storage_key:
                 await blobs.delete(result.storage_key)
-            await store.mark_deleted(result.id)
+            await store.tasks.mark_deleted(result.id)
             log.info("output expired", video_uuid=result.video_uuid, key=result.storage_key)
 
     async def _uploads(self) -> None:
         store, blobs = self.service.store, self.service.blobs
-        for upload in await store.expired_uploads():
+        for upload in await store.uploads.expired():
             await blobs.delete(upload.storage_key)
-            await store.delete_upload(upload.image_uuid)
+            await store.uploads.delete(upload.image_uuid)
 
     async def run(self) -> None:
+        """Sweep every ``sweep_interval_s`` until cancelled; a failed sweep is logged and retried."""
         while True:
             try:
                 await self.run_once()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ltxserve.db.models import Task
 from ltxserve.engine.together import BatchKey, batch_key
@@ -24,9 +25,49 @@ from ltxserve.logs import get_logger
 from ltxserve.protocol import ValidationContext, VideoInferenceTask, to_job
 
 if TYPE_CHECKING:
-    from ltxserve.worker.runner import Worker, _TaskRun
+    from ltxserve.config import Settings
+    from ltxserve.db.repository import Store
+    from ltxserve.engine import Engine, GenerationJob, GenerationResult, ProgressCallback
+    from ltxserve.engine.types import ResultSink
 
 log = get_logger(__name__)
+
+
+class Worker(Protocol):
+    """What batching needs of ``worker.runner.Worker`` (a protocol: no import loop with it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def engine(self) -> Engine: ...
+
+
+class TaskRun(Protocol):
+    """What batching needs of one task attempt (``worker.runner._TaskRun``)."""
+
+    @property
+    def pending(self) -> list[Any]: ...
+    @property
+    def sink(self) -> ResultSink | None: ...
+    @property
+    def progress(self) -> ProgressCallback | None: ...
+    @property
+    def cancel(self) -> threading.Event: ...
+    @property
+    def blog(self) -> Any: ...
+
+    async def prepare(self) -> GenerationJob | None: ...
+
+    async def generate_job(self, job: GenerationJob) -> None: ...
+
+    def log_generated(self, batch: list[GenerationResult], job: GenerationJob, **extra: Any) -> None: ...
+
+    async def hand_over(self, index: int, result: GenerationResult) -> None: ...
+
 
 #: Queued rows looked at per scan for companions.
 SCAN = 64
@@ -60,7 +101,7 @@ async def gather(worker: Worker, task: Task) -> list[Task]:
     companions: list[Task] = []
     seen: set[str] = {task.id}
     while True:
-        for task_id, request in await worker.store.queued_requests(SCAN):
+        for task_id, request in await worker.store.tasks.queued_requests(SCAN):
             if len(companions) + 1 >= settings.batch_tasks:
                 break
             if task_id in seen:
@@ -68,8 +109,8 @@ async def gather(worker: Worker, task: Task) -> list[Task]:
             seen.add(task_id)
             if task_key(request) != key:
                 continue
-            claimed = await worker.store.claim(worker.id, settings.lease_s, task_id=task_id)
-            row = await worker.store.get_task(claimed) if claimed is not None else None
+            claimed = await worker.store.tasks.claim(worker.id, settings.lease_s, task_id=task_id)
+            row = await worker.store.tasks.get(claimed) if claimed is not None else None
             if row is not None:
                 companions.append(row)
         remaining = deadline - time.monotonic()
@@ -77,7 +118,7 @@ async def gather(worker: Worker, task: Task) -> list[Task]:
             break
         # The tasks held so far have no heartbeat yet (it starts with their run): renew by hand.
         for held in (task, *companions):
-            await worker.store.heartbeat(held.id, worker.id, settings.lease_s)
+            await worker.store.tasks.heartbeat(held.id, worker.id, settings.lease_s)
         await asyncio.sleep(min(POLL_S, remaining))
     if companions:
         log.info("batched", task_uuid=task.task_uuid, with_tasks=[t.task_uuid for t in companions])
@@ -98,7 +139,7 @@ class _AllCancelled(threading.Event):
 class _Sinks:
     """The engine's batch-wide result indices -> each task's own streamed encodes."""
 
-    def __init__(self, runs: list[_TaskRun]) -> None:
+    def __init__(self, runs: Sequence[TaskRun]) -> None:
         self.where = [(run, i) for run in runs for i in range(len(run.pending))]
 
     def start(self, index: int, seed: int, audio: Any, sample_rate: int, fps: int) -> None:
@@ -112,7 +153,7 @@ class _Sinks:
             run.sink.frames(i, chunk)
 
 
-async def generate_together(worker: Worker, runs: list[_TaskRun]) -> None:
+async def generate_together(worker: Worker, runs: Sequence[TaskRun]) -> None:
     """Generate every run's pending results in one engine batch and hand them to each finisher."""
     jobs, live = [], []
     for run in runs:

@@ -1,8 +1,10 @@
 """The worker: claim -> generate -> encode -> store -> notify, one task at a time.
 
-The job lifecycle is owned here, with logs bound to the task. The engine runs in a thread so
-the event loop keeps serving heartbeats, progress and (in embedded mode) the API. Seeds were
-fixed at submission, so a task retried after a crash makes the same results again, and
+One attempt at a task runs here, with logs bound to the task; which states a task moves
+through, and from where, is ``ltxserve.db.lifecycle``'s (an illegal end, e.g. of a task that
+was queued again after its lease ran out, raises there and is dropped here). The engine runs in
+a thread so the event loop keeps serving heartbeats, progress and (in embedded mode) the API.
+Seeds were fixed at submission, so a task retried after a crash makes the same results again, and
 results already stored by an earlier attempt are kept, not redone.
 
 Task ids come from a ``TaskQueue`` (the tasks table, or procrastinate on PostgreSQL); the
@@ -26,7 +28,8 @@ from typing import Any
 
 from ltxserve import metrics, tracing
 from ltxserve.config import Settings
-from ltxserve.db.models import Task, TaskStatus, utcnow
+from ltxserve.db.lifecycle import TERMINAL, IllegalTransition, TaskStatus
+from ltxserve.db.models import Task, utcnow
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationJob, GenerationResult
 from ltxserve.engine.resume import Checkpointing, GenerationPreempted
 from ltxserve.logs import get_logger, printable
@@ -91,31 +94,22 @@ class Worker:
     async def handle(self, task_id: str) -> None:
         """One delivered task id: claim the row, then run it (or drop a delivery that lost)."""
         if self._stopping.is_set():
-            await self.store.reenqueue(task_id)  # fetched while draining: leave it to another worker
+            await self.store.tasks.reenqueue(task_id)  # fetched while draining: leave it to another worker
             return
-        claimed = await self.store.claim(self.id, self.settings.lease_s, task_id=task_id)
+        claimed = await self.store.tasks.claim(self.id, self.settings.lease_s, task_id=task_id)
         if claimed is None:
             # Re-delivered after its worker died: take it over once the lease ran out (or end it
             # when it used up its attempts). Otherwise it is running elsewhere, or finished.
-            recovered = await self.store.recover(
-                self.settings.max_attempts, task_ids=[task_id], enqueue=False
-            )
-            for failed in recovered.failed:
-                done = await self.store.get_task(failed)
-                if done is not None:
-                    log.error("task gave up after too many attempts", task_uuid=done.task_uuid)
-                    self._count(done)
-                    await self.service.publish_results(done)
-                    await delete_checkpoints(self.service.blobs, done.id, done.attempts)
+            recovered = await self.service.recover(task_ids=[task_id], enqueue=False)
             if recovered.requeued:
-                claimed = await self.store.claim(self.id, self.settings.lease_s, task_id=task_id)
+                claimed = await self.store.tasks.claim(self.id, self.settings.lease_s, task_id=task_id)
         if claimed is not None:
             await self.process(claimed)
 
     async def process(self, task_id: str) -> None:
         """Run one claimed task: the GPU stage here, the rest (safety, encode, store, deliver) in
         a finisher that, with overlap on, keeps going while the next task is generated."""
-        task = await self.store.get_task(task_id)
+        task = await self.store.tasks.get(task_id)
         if task is None:
             return
         await self._room()
@@ -165,17 +159,10 @@ class Worker:
         while self._finishing:
             await asyncio.wait(self._finishing)
 
-    @staticmethod
-    def _count(done: Task) -> None:
-        if done.status in TaskStatus.TERMINAL:
-            for r in done.results:
-                metrics.RESULTS.labels(r.status).inc()
-
     async def _fail(self, task: Task, code: str, message: str) -> None:
-        done = await self.store.finish_task(task.id, code=code, message=message)
+        done = await self.store.tasks.finish_task(task.id, code=code, message=message)
         if done is not None:
-            self._count(done)
-            await self.service.publish_results(done)
+            await self.service.task_ended(done)
 
     async def _finish_result(
         self,
@@ -211,7 +198,7 @@ class Worker:
                 seconds=round(verdict.seconds, 3),
             )
             if nsfw and self.settings.nsfw_action == "fail":
-                await self.store.fail_result(
+                await self.store.tasks.fail_result(
                     row.id,
                     ErrorCode.NSFW_CONTENT_DETECTED,
                     "the generated video was flagged by the content check",
@@ -221,7 +208,7 @@ class Worker:
         video_uuid = row.video_uuid or str(uuid.uuid4())
         key = video_key(video_uuid, fmt)
         await self._store_video(result, fmt, quality, key, encoded)
-        stored = await self.store.finish_result(
+        stored = await self.store.tasks.finish_result(
             row.id,
             video_uuid=video_uuid,
             storage_key=key,
@@ -232,7 +219,7 @@ class Worker:
             await self.service.blobs.delete(key)
             return
         blog.info("result stored", video_uuid=video_uuid, seed=row.seed, key=key)
-        task = await self.store.get_task(row.task_id)
+        task = await self.store.tasks.get(row.task_id)
         if task is not None:
             stored_row = next(r for r in task.results if r.id == row.id)
             await self.service.deliver_result(task, stored_row)
@@ -280,7 +267,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
-                still_mine = await self.store.heartbeat(task.id, self.id, self.settings.lease_s)
+                still_mine = await self.store.tasks.heartbeat(task.id, self.id, self.settings.lease_s)
             except Exception:
                 log.exception("heartbeat failed", task_uuid=task.task_uuid)
                 continue
@@ -362,7 +349,7 @@ class _TaskRun:
             task.request, context=ValidationContext(model_ids=(task.request["model"],))
         )
         self.model = model
-        self.pending = [r for r in task.results if r.status not in TaskStatus.TERMINAL]
+        self.pending = [r for r in task.results if r.status not in TERMINAL]
         if not self.pending:
             return None
         image = None
@@ -491,11 +478,19 @@ class _TaskRun:
             blog.info("task attempt ended", seconds=round(seconds, 3))
 
     async def _conclude(self, error: BaseException | None) -> None:
+        try:
+            await self._end(error)
+        except IllegalTransition as exc:
+            # The task moved on without this worker (its lease ran out and it was queued again,
+            # or taken over): the new attempt owns it now.
+            self.blog.warning("task moved on meanwhile; this attempt's end is dropped", reason=str(exc))
+
+    async def _end(self, error: BaseException | None) -> None:
         worker, task, blog = self.worker, self.task, self.blog
         if isinstance(error, GenerationPreempted):
             # the state goes to the store before the task goes back: the next worker resumes it
             stored = self.checkpoints is None or await self.checkpoints.flush(worker.settings.preempt_grace_s)
-            released = await worker.store.release(task.id, worker.id, refund_attempt=True)
+            released = await worker.store.tasks.release(task.id, worker.id, refund_attempt=True)
             metrics.PREEMPTIONS.inc()
             blog.warning(
                 "task preempted: checkpointed and given back",
@@ -507,26 +502,27 @@ class _TaskRun:
         await self._end_checkpoints(error)
         if error is None:
             await self._calibrate()
-            done = await worker.store.finish_task(task.id)
+            done = await worker.store.tasks.finish_task(task.id)
             if done is not None:
-                worker._count(done)
-                await worker.service.publish_results(done)
+                await worker.service.task_ended(done)
             blog.info("task finished", status=done.status if done else None)
         elif isinstance(error, GenerationCancelled):
             blog.info("task cancelled")
-            done = await worker.store.finish_task(
-                task.id, code=ErrorCode.TASK_CANCELLED, message="cancelled by the client", status="cancelled"
+            done = await worker.store.tasks.finish_task(
+                task.id,
+                code=ErrorCode.TASK_CANCELLED,
+                message="cancelled by the client",
+                status=TaskStatus.CANCELLED,
             )
             if done is not None:
-                worker._count(done)
-                await worker.service.publish_results(done)
+                await worker.service.task_ended(done)
         elif isinstance(error, CapacityError):
             blog.warning("task refused by the capacity check", parameter=error.parameter, reason=str(error))
             await worker._fail(task, unsupported(error.parameter), str(error))
         elif isinstance(error, Exception):
             blog.error("task attempt failed", exc_info=error)
             if task.attempts < worker.settings.max_attempts:
-                await worker.store.release(task.id, worker.id)
+                await worker.store.tasks.release(task.id, worker.id)
                 worker.wake()
             else:
                 await worker._fail(task, ErrorCode.INFERENCE_ERROR, f"generation failed: {error}")
@@ -634,7 +630,7 @@ class _Progress:
 
     async def _publish(self, pct: float) -> None:
         try:
-            await self.worker.store.set_progress(self.task.id, pct)
+            await self.worker.store.tasks.set_progress(self.task.id, pct)
             await self.worker.service.bus.publish(
                 TaskEvent(
                     self.task.id,
