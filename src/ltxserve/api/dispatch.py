@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ltxserve.api.guard import AuthThrottle, auth_error
+from ltxserve.blobs import StorageUnavailable
+from ltxserve.db.database import is_disconnect
 from ltxserve.db.models import ApiKey
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
@@ -41,7 +43,19 @@ class Outcome:
     accepted: list[str] = field(default_factory=list)  # taskUUIDs of accepted videoInference tasks
 
 
+def unavailable(exc: BaseException) -> ErrorDetail | None:
+    """``serviceUnavailable`` (503) when the database or the blob store cannot be reached: the
+    client may retry; None for anything else (a bug: ``internalServerError``)."""
+    if is_disconnect(exc):
+        return ErrorDetail(ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable; retry later.")
+    if isinstance(exc, StorageUnavailable):
+        return ErrorDetail(ErrorCode.SERVICE_UNAVAILABLE, "File storage is unavailable; retry later.")
+    return None
+
+
 class Dispatcher:
+    """Runs parsed tasks for either transport through the service and collects reply items."""
+
     def __init__(self, service: Service, throttle: AuthThrottle | None = None) -> None:
         self.service = service
         self.throttle = throttle
@@ -52,7 +66,14 @@ class Dispatcher:
             wait = self.throttle.retry_after(client)
             if wait is not None:
                 raise RunwareError(self.throttle.error(client, wait))
-        key = await self.service.authenticate(api_key)
+        try:
+            key = await self.service.authenticate(api_key)
+        except Exception as exc:
+            detail = unavailable(exc)
+            if detail is None:
+                raise
+            detail.task_type = "authentication"
+            raise RunwareError(detail) from exc
         if key is None:
             if self.throttle is not None:
                 self.throttle.failed(client)
@@ -86,8 +107,14 @@ class Dispatcher:
                     await self._task(task, key, out)
             except RunwareError as exc:
                 out.errors.extend(exc.errors)
-            except Exception:
+            except Exception as exc:
                 uuid = getattr(task, "task_uuid", None)
+                detail = unavailable(exc)
+                if detail is not None:
+                    log.warning("task refused: unavailable", task_uuid=uuid, error=str(exc)[:200])
+                    detail.task_type, detail.task_uuid = task.task_type, uuid
+                    out.errors.append(detail)
+                    continue
                 log.exception("task failed unexpectedly", task_uuid=uuid, task_type=task.task_type)
                 out.errors.append(
                     ErrorDetail(

@@ -51,6 +51,7 @@ def auth_error(code: str, message: str) -> ErrorDetail:
 
 
 def client_address(scope: Scope) -> str:
+    """The peer's IP address (what throttles and connection caps count by)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
@@ -86,6 +87,7 @@ class AuthThrottle:
         return max(times[0] + self.window_s - now, 0.0)
 
     def failed(self, client: str) -> None:
+        """Count one failed authentication from ``client``."""
         now = time.monotonic()
         times = self._recent(client, now)
         if times is None:
@@ -96,6 +98,7 @@ class AuthThrottle:
         self._failures.move_to_end(client)
 
     def error(self, client: str, retry_after: float) -> ErrorDetail:
+        """The ``rateLimitExceeded`` item for a throttled client (logged)."""
         log.warning("authentication throttled", client=client, retry_after_s=round(retry_after, 1))
         return auth_error(
             ErrorCode.RATE_LIMIT_EXCEEDED,
@@ -116,6 +119,7 @@ class WsGuardState:
     deadline: float = field(default_factory=time.monotonic)
 
     def restart_deadline(self) -> None:
+        """Give the socket another ``auth_timeout_s`` to authenticate."""
         self.deadline = time.monotonic() + self.auth_timeout_s
 
 

@@ -60,6 +60,7 @@ class ConnectionLimiter:
         return None
 
     def release(self, transport: asyncio.BaseTransport) -> None:
+        """Count a closed connection out."""
         client = self.open.pop(id(transport), None)
         if client is None:
             return

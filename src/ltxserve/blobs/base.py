@@ -36,15 +36,20 @@ class BlobReader:
 class BlobStore(Protocol):
     """Keys are relative paths such as ``videos/<uuid>.mp4``; values are opaque bytes."""
 
-    async def put_file(self, key: str, path: Path, content_type: str) -> None: ...
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store the file at ``path`` under ``key`` (replacing it; readers never see half a file)."""
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` under ``key`` (replacing it)."""
 
-    async def get_bytes(self, key: str) -> bytes: ...
+    async def get_bytes(self, key: str) -> bytes:
+        """The whole object; raises ``BlobNotFound``."""
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error (the sweeper may come twice)."""
 
-    async def exists(self, key: str) -> bool: ...
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
 
     def local_path(self, key: str) -> Path | None:
         """A path the API can stream from with Range support, or None for remote stores."""

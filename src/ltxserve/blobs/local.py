@@ -25,6 +25,7 @@ class LocalBlobStore:
         return path
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Copy to a ``.part`` file beside the target, then rename it into place."""
         await asyncio.to_thread(self._copy, path, self._path(key))
 
     @staticmethod
@@ -35,6 +36,7 @@ class LocalBlobStore:
         os.replace(tmp, dst)  # readers never see a half-written file
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Write to a ``.part`` file beside the target, then rename it into place."""
         dst = self._path(key)
 
         def write() -> None:
@@ -46,6 +48,7 @@ class LocalBlobStore:
         await asyncio.to_thread(write)
 
     async def get_bytes(self, key: str) -> bytes:
+        """Read the file; raises ``BlobNotFound``."""
         path = self._path(key)
         try:
             return await asyncio.to_thread(path.read_bytes)
@@ -53,15 +56,20 @@ class LocalBlobStore:
             raise BlobNotFound(key) from exc
 
     async def delete(self, key: str) -> None:
+        """Unlink the file (missing is fine)."""
         await asyncio.to_thread(self._path(key).unlink, True)
 
     async def exists(self, key: str) -> bool:
+        """Whether the file exists."""
         return self._path(key).is_file()
 
     def local_path(self, key: str) -> Path | None:
+        """The file's path (the API serves it with ``FileResponse``); a key that would leave the
+        root raises ``BlobNotFound``."""
         return self._path(key)
 
     async def open(self, key: str, byte_range: str | None = None) -> BlobReader:
+        """Stream the file, or the part a ``Range`` asks for."""
         path = self._path(key)
         try:
             size = path.stat().st_size
@@ -90,5 +98,6 @@ class LocalBlobStore:
         )
 
     async def ping(self) -> None:
+        """Raise unless the storage directory is writable."""
         if not os.access(self.root, os.W_OK):
             raise OSError(f"storage directory {self.root} is not writable")

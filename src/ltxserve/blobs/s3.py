@@ -94,6 +94,8 @@ class S3BlobStore:
             delay = min(delay * 2, 5.0)
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Upload the file, retried for ``retry_s`` while the store is unreachable."""
+
         def put() -> None:
             with path.open("rb") as body:
                 self.client.put_object(
@@ -103,6 +105,8 @@ class S3BlobStore:
         await self._call(f"put {key}", put, self.retry_s)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Upload ``data``, retried for ``retry_s`` while the store is unreachable."""
+
         def put() -> None:
             self.client.put_object(
                 Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
@@ -111,18 +115,23 @@ class S3BlobStore:
         await self._call(f"put {key}", put, self.retry_s)
 
     async def get_bytes(self, key: str) -> bytes:
+        """Download the whole object (retried); raises ``BlobNotFound``."""
+
         def get() -> bytes:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
         return await self._call(key, get, self.retry_s)
 
     async def delete(self, key: str) -> None:
+        """Delete the object (retried briefly: the sweeper comes back for what it missed)."""
+
         def delete() -> None:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
         await self._call(f"delete {key}", delete, min(self.retry_s, 10.0))  # the sweeper comes back
 
     async def exists(self, key: str) -> bool:
+        """Whether the object exists (a HEAD request)."""
         try:
             await self._call(
                 key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)), 5.0
@@ -132,9 +141,11 @@ class S3BlobStore:
         return True
 
     def local_path(self, key: str) -> Path | None:
+        """None: objects are proxied through the API (``api.files.blob_response``)."""
         return None
 
     async def open(self, key: str, byte_range: str | None = None) -> BlobReader:
+        """Stream the object, passing ``Range`` through to the store."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if byte_range and byte_range.startswith("bytes=") and "," not in byte_range:
             kwargs["Range"] = byte_range
@@ -167,6 +178,7 @@ class S3BlobStore:
         )
 
     async def ping(self) -> None:
+        """Raise ``StorageUnavailable`` unless the bucket answers."""
         try:
             await self._call("bucket", lambda: self.client.head_bucket(Bucket=self.bucket), 0.0)
         except BlobNotFound as exc:

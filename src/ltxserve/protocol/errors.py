@@ -13,12 +13,12 @@ from typing import Any
 
 
 class ErrorCode(StrEnum):
-    """Fixed (non-family) error codes."""
+    """Fixed (non-family) error codes; each is sent somewhere (a bad ``model`` is ``invalidModel``
+    through the ``invalid`` family, a job too large for the workers ``unsupported<Param>``)."""
 
     INVALID_API_KEY = "invalidApiKey"
     MISSING_API_KEY = "missingApiKey"
     CONFLICT_TASK_UUID = "conflictTaskUUID"
-    INVALID_MODEL = "invalidModel"
     TASK_NOT_FOUND = "taskNotFound"
     TASK_CANCELLED = "taskCancelled"
     INFERENCE_ERROR = "inferenceError"
@@ -30,7 +30,6 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalidRequest"
     REQUEST_TOO_LARGE = "requestTooLarge"
     REQUEST_TIMEOUT = "requestTimeout"
-    CAPACITY_EXCEEDED = "capacityExceeded"
 
 
 def _cap(name: str) -> str:

@@ -59,6 +59,7 @@ class Reply:
 
 
 def video_key(video_uuid: str, fmt: str) -> str:
+    """The blob key of a result video: ``videos/<videoUUID>.<ext>``."""
     return f"videos/{video_uuid}{VideoFormat(fmt).extension}"
 
 
@@ -106,10 +107,12 @@ class Service:
 
     @property
     def base_url(self) -> str:
+        """Where clients reach this deployment (``public_base_url``, else host and port)."""
         base = self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}"
         return base.rstrip("/")
 
     def file_url(self, key: str) -> str:
+        """The public URL of a stored blob (``/files/<key>``)."""
         return f"{self.base_url}/files/{key}"
 
     # --- keys and subscriptions ---------------------------------------------------------------
@@ -327,6 +330,7 @@ class Service:
         return Reply(data, errors)
 
     def success_item(self, task: Task, r: Result, include_cost: bool) -> dict[str, Any]:
+        """The wire item of a stored result (``cost`` only when the request asked for it)."""
         assert r.video_uuid is not None
         assert r.storage_key is not None
         return video_success_item(
@@ -339,6 +343,7 @@ class Service:
         )
 
     async def cancel(self, key: ApiKey, task_uuid: str) -> Reply:
+        """``taskCancel``: a queued task ends at once, a running one stops within one step."""
         task = await self._own_task(key, task_uuid, "taskCancel")
         updated = await self.store.tasks.request_cancel(task.id)
         if updated is not None and updated.status == TaskStatus.CANCELLED:
@@ -429,6 +434,7 @@ class Service:
     # --- imageUpload ------------------------------------------------------------------------
 
     async def upload(self, key: ApiKey, task: ImageUploadTask) -> dict[str, Any]:
+        """``imageUpload``: keep an image for later tasks of the same key."""
         image, source = await self.images.load_with_source(
             task.image, "image", task.task_uuid, "imageUpload", key
         )

@@ -57,6 +57,7 @@ class Work:
     pixels: float
 
     def seconds(self, rates: Rates) -> float:
+        """Estimated seconds of this work at ``rates``."""
         return self.denoise * rates.denoise + self.pixels * rates.pixels + rates.overhead
 
 
@@ -100,6 +101,7 @@ class Calibration:
         self._lock = asyncio.Lock()
 
     async def load(self, fresh: bool = False) -> dict[str, Rates]:
+        """The stored rates per worker (re-read after ``READ_CACHE_S``, or now if ``fresh``)."""
         if not fresh and time.monotonic() - self._read_at < READ_CACHE_S:
             return self._entries
         try:

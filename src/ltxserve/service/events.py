@@ -38,15 +38,18 @@ Listener = Callable[[TaskEvent], Awaitable[None]]
 
 
 class EventBus(Protocol):
-    async def publish(self, event: TaskEvent) -> None: ...
+    async def publish(self, event: TaskEvent) -> None:
+        """Send an event to every listener of its task, in every process."""
 
     def subscribe(self, task_id: str, listener: Listener) -> Callable[[], None]:
         """Register ``listener`` for one task; returns the unsubscribe function."""
         ...
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect (PostgreSQL: start listening)."""
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Disconnect; listeners get nothing more."""
 
 
 class LocalEventBus:
@@ -57,6 +60,7 @@ class LocalEventBus:
         self._running: set[asyncio.Task[None]] = set()
 
     async def publish(self, event: TaskEvent) -> None:
+        """Deliver in this process (embedded mode has only one)."""
         await self.dispatch(event)
 
     async def dispatch(self, event: TaskEvent) -> None:
@@ -75,6 +79,7 @@ class LocalEventBus:
             log.exception("event listener failed", task_id=event.task_id, kind=event.kind)
 
     def subscribe(self, task_id: str, listener: Listener) -> Callable[[], None]:
+        """Listen for a task's events; returns the function that stops listening."""
         self._listeners[task_id].add(listener)
 
         def unsubscribe() -> None:
@@ -87,9 +92,11 @@ class LocalEventBus:
         return unsubscribe
 
     async def start(self) -> None:
+        """Nothing to connect."""
         return None
 
     async def stop(self) -> None:
+        """Nothing to disconnect."""
         self._listeners.clear()
 
 
@@ -125,11 +132,13 @@ class PostgresEventBus(LocalEventBus):
         self.listening = asyncio.Event()
 
     async def start(self) -> None:
+        """Start the LISTEN loop on its own connection."""
         self._listener = asyncio.create_task(self._listen(), name="event-listener")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.listening.wait(), timeout=10)
 
     async def stop(self) -> None:
+        """Stop the LISTEN loop and close its connection."""
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,6 +149,8 @@ class PostgresEventBus(LocalEventBus):
         await super().stop()
 
     async def publish(self, event: TaskEvent) -> None:
+        """NOTIFY every process; result events (and any too large) go as a reference the receivers
+        rebuild from the store."""
         body = json.dumps({"t": event.task_id, "k": event.kind, "p": event.payload}, separators=(",", ":"))
         if event.kind == "result" or len(body.encode()) > MAX_PAYLOAD:
             body = json.dumps({"t": event.task_id, "k": event.kind, "ref": True})

@@ -40,6 +40,7 @@ KEPT_FORMATS = {"JPEG": (".jpg", "image/jpeg"), "PNG": (".png", "image/png"), "W
 
 
 def upload_key(image_uuid: str, extension: str = ".png") -> str:
+    """The blob key of an uploaded image."""
     return f"uploads/{image_uuid}{extension}"
 
 
