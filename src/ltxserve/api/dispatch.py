@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltxserve.api.errors import unavailable
 from ltxserve.api.guard import AuthThrottle, auth_error
-from ltxserve.blobs import StorageUnavailable
-from ltxserve.db.database import is_disconnect
 from ltxserve.db.models import ApiKey
 from ltxserve.logs import get_logger
 from ltxserve.protocol import (
@@ -41,16 +40,6 @@ class Outcome:
     data: list[dict[str, Any]] = field(default_factory=list)
     errors: list[ErrorDetail] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # taskUUIDs of accepted videoInference tasks
-
-
-def unavailable(exc: BaseException) -> ErrorDetail | None:
-    """``serviceUnavailable`` (503) when the database or the blob store cannot be reached: the
-    client may retry; None for anything else (a bug: ``internalServerError``)."""
-    if is_disconnect(exc):
-        return ErrorDetail(ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable; retry later.")
-    if isinstance(exc, StorageUnavailable):
-        return ErrorDetail(ErrorCode.SERVICE_UNAVAILABLE, "File storage is unavailable; retry later.")
-    return None
 
 
 class Dispatcher:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ltxserve.api.errors import unavailable
 from ltxserve.config import Settings
 from ltxserve.logs import get_logger
 from ltxserve.protocol import ErrorCode, ErrorDetail, reply
@@ -188,7 +189,16 @@ class Guard:
                 )
                 await _respond(send, 401, [error])
                 return
-            if not await self.authenticate(token.strip()):
+            try:
+                valid = await self.authenticate(token.strip())
+            except Exception as exc:
+                detail = unavailable(exc)
+                if detail is None:
+                    raise
+                detail.task_type = "authentication"
+                await _respond(send, 503, [detail], {"retry-after": "5"})
+                return
+            if not valid:
                 self.throttle.failed(client)
                 await _respond(send, 401, [auth_error(ErrorCode.INVALID_API_KEY, "Invalid API key.")])
                 return
