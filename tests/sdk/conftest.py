@@ -196,15 +196,25 @@ class ClientRun:
 
 
 def run_client(
-    client: Client, python: Path, server: LiveServer, image: Path, out_dir: Path, timeout: float = 240
+    client: Client,
+    python: Path,
+    server: LiveServer,
+    image: Path,
+    out_dir: Path,
+    timeout: float = 240,
+    request: dict[str, Any] | None = None,
+    only: tuple[str, ...] = (),
 ) -> ClientRun:
+    """Run ``client``'s scenarios (``only``: a subset; runware-sdk's script honours it) from
+    ``request`` (default ``BASE_REQUEST``)."""
     scheme = "http" if client.transport == "rest" else "ws"
     config = {
         "url": f"{scheme}://127.0.0.1:{server.settings.port}/v1",
         "transport": client.transport,
         "image": str(image),
         "out_dir": str(out_dir),
-        "request": BASE_REQUEST,
+        "request": request or BASE_REQUEST,
+        "only": list(only),
         "seed": BATCH_SEED,
         "invalid_width": INVALID_WIDTH,
     }

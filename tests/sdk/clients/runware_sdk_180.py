@@ -98,14 +98,14 @@ async def main() -> dict[str, Any]:
                 return {"taskUUID": task["taskUUID"], "error": error, "received": received}
             return {"taskUUID": task["taskUUID"], "error": None}
 
-        scenarios = await run_scenarios(
-            {
-                "text_to_video": text_to_video,
-                "image_to_video": image_to_video,
-                "batch": batch,
-                "invalid": invalid,
-            }
-        )
+        every = {
+            "text_to_video": text_to_video,
+            "image_to_video": image_to_video,
+            "batch": batch,
+            "invalid": invalid,
+        }
+        only = config.get("only") or list(every)  # a subset, in the caller's order
+        scenarios = await run_scenarios({name: every[name] for name in only})
     return {
         "sdk": f"runware-sdk {SDK_VERSION}",
         "transport": transport,
