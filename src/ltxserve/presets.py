@@ -208,9 +208,10 @@ class ModelPreset:
         pipelines (``simple_denoising_func``): 3 distilled steps, no guidance."""
         return Sampling(len(STAGE_2_SIGMAS), STAGE_2_SIGMAS, 1.0, self.guidance_kwargs(1.0))
 
-    def mapping_note(self, steps: int, guidance: float) -> str | None:
-        """A log line when the request's values are replaced (None when they are used as sent)."""
-        run = self.sampling(steps, guidance)
+    def mapping_note(self, steps: int, guidance: float, run: Sampling | None = None) -> str | None:
+        """A log line when the request's values are replaced (None when they are used as sent);
+        ``run``: ``sampling(steps, guidance)`` when the caller has it already."""
+        run = run or self.sampling(steps, guidance)
         if run.steps == steps and (run.guidance == guidance or (guidance <= 1 and not run.cfg)):
             return None
         cfg = f"{run.guidance:g}" if run.cfg else "off"

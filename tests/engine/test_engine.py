@@ -122,7 +122,7 @@ def test_cancellation_stops_within_one_step(engine: Engine) -> None:
     assert len(rows) == 2
     # The engine is usable again afterwards.
     (result,) = engine.generate(JOB)
-    assert result.frames.shape[0] == JOB.num_frames
+    assert result.frames.shape[0] == JOB.requested_frames
 
 
 def test_image_to_video_conditions_first_frame(engine: Engine) -> None:

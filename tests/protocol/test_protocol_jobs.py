@@ -47,7 +47,7 @@ def test_fields_map_onto_the_job() -> None:
     assert job.guidance == 3.5
     assert job.seeds == (11,)
     assert (job.enhance_prompt, job.audio, job.image) == (False, False, None)
-    assert job.num_frames == 72
+    assert job.requested_frames == 72
 
 
 def test_defaults_map_onto_the_job() -> None:

@@ -71,16 +71,30 @@ class GenerationCancelled(Exception):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """How one job will run, decided by the capacity check."""
+    """How one job will run, decided once per generation by the capacity check (``plan``)."""
 
     frames: FramePlan
     batched: bool  # all results in one pipeline call
     tiled_decode: bool  # chunked decode (engine.decode)
     estimate: JobEstimate
-    two_stage: bool = False  # half size, x2 latent upsampling, refine (engine.two_stage)
+    sampling: Sampling  # the first (or only) stage, after the preset's mapping of steps/CFGScale
+    refine: Sampling | None = None  # two-stage: the refine stage (half size, x2 upsampling, refine)
     chunk_frames: int = 16  # latent frames per decode chunk
-    steps: int = 0  # denoising steps per pipeline group (both stages), as progress counts them
-    cfg: bool = False  # classifier-free guidance in the (first) stage
+
+    @property
+    def two_stage(self) -> bool:
+        """Half size, x2 latent upsampling, refine (``engine.two_stage``)."""
+        return self.refine is not None
+
+    @property
+    def steps(self) -> int:
+        """Denoising steps per pipeline group (both stages), as progress counts them."""
+        return self.sampling.steps + (self.refine.steps if self.refine is not None else 0)
+
+    @property
+    def cfg(self) -> bool:
+        """Classifier-free guidance in the (first) stage."""
+        return self.sampling.cfg
 
 
 def negative_prompt(job: GenerationJob, cfg: bool) -> str:
@@ -193,14 +207,16 @@ class Engine:
         return int(psutil.virtual_memory().available * 0.8)
 
     def plan(self, job: GenerationJob) -> RunPlan:
-        """Decide stages, batching and decode chunking, or raise ``CapacityError`` naming what to
-        lower. The service calls this at submission, so a job that cannot fit is never queued."""
+        """Decide stages, sampling, batching and decode chunking, or raise ``CapacityError`` naming
+        what to lower. Generation plans once, when it starts (free memory is read then); an
+        in-process worker's service also calls it at submission, so a job that cannot fit is
+        never queued."""
         frames = plan_frames(job.duration, job.fps, self.temporal_ratio)
         first = self.preset.sampling(job.steps, job.guidance)
         staged = two_stage.applies(
             self.preset, self.settings, self.upsampler is not None, job.width, job.height, self.distilled_lora
         )
-        steps = first.steps + (self.preset.refine_sampling().steps if staged else 0)
+        refine = self.preset.refine_sampling() if staged else None
         cfg = first.cfg
         context = self.settings.decode_context_frames
         chunkings = [Chunking(c, context) for c in _halvings(self.settings.decode_chunk_frames)]
@@ -234,7 +250,7 @@ class Engine:
                 self.split,
             )
             if est.peak(tiled) <= budget:
-                return RunPlan(frames, batched, tiled, est, staged, chunking.chunk_latents, steps, cfg)
+                return RunPlan(frames, batched, tiled, est, first, refine, chunking.chunk_latents)
         param = limiting_parameter(frames, job.width, job.height)
         smallest = estimate(
             self.shape, frames, job.width, job.height, 1, cfg, chunkings[-1], staged, self.split
@@ -292,7 +308,7 @@ class Engine:
         pipe = self.i2v if job.image is not None else self.t2v
         timings = StageTimings()
         cfg = run.cfg  # the preset's guidance, not necessarily the request's CFGScale
-        note = self.preset.mapping_note(job.steps, job.guidance)
+        note = self.preset.mapping_note(job.steps, job.guidance, run.sampling)
         if note:
             log.info("sampling mapped by preset", note=note)
         log.info("recipe", recipe=self.job_recipe(job, run))
@@ -498,7 +514,7 @@ class Engine:
         finished stages are skipped, a stage in progress resumes at its saved step."""
         stage = StageTimings()
         generators = [self._torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        first = self.preset.sampling(job.steps, job.guidance)
+        first = run.sampling
         size = (job.width, job.height)
         if run.two_stage:
             size = two_stage.stage_one_size(job.width, job.height)
@@ -538,7 +554,8 @@ class Engine:
         # b. two-stage: x2 latent upsampling, re-noise to the first refine sigma, refine at full size
         #    (dev: with the distilled LoRA on for this stage only)
         if run.two_stage and not (state is not None and state.stage == 2 and state.finished):
-            refine = self.preset.refine_sampling()
+            refine = run.refine
+            assert refine is not None
             assert refine.sigmas is not None
             in_refine = state if state is not None and state.stage == 2 else None
             extra: dict[str, Any] = {}

@@ -28,10 +28,16 @@ class FramePlan:
         return self.generated_frames - self.requested_frames
 
 
+def requested_frames(duration: int, fps: int) -> int:
+    """The frames a client gets: exactly ``duration x fps`` (the one place this rule is written)."""
+    return duration * fps
+
+
 def plan_frames(duration: int, fps: int, temporal_ratio: int = 8) -> FramePlan:
+    """The delivered and the generated frame counts for a clip (see the module docstring)."""
     if duration < 1 or fps < 1:
         raise ValueError(f"duration and fps must be >= 1, got {duration} s at {fps} fps")
-    requested = duration * fps
+    requested = requested_frames(duration, fps)
     k = -(-(requested - 1) // temporal_ratio)  # ceil((requested - 1) / ratio)
     generated = k * temporal_ratio + 1
     return FramePlan(

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from ltxserve.engine.planning import requested_frames
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -44,9 +46,10 @@ class GenerationJob:
     audio: bool = True
 
     @property
-    def num_frames(self) -> int:
-        """Frames the client asked for: exactly ``duration x fps``."""
-        return self.duration * self.fps
+    def requested_frames(self) -> int:
+        """Frames the client gets (``planning.requested_frames``); the pipeline generates more
+        (``FramePlan.generated_frames``) and the surplus is dropped."""
+        return requested_frames(self.duration, self.fps)
 
 
 @dataclass
@@ -68,7 +71,7 @@ class StageTimings:
 
 @dataclass
 class GenerationResult:
-    """One result: exactly ``job.num_frames`` frames and ``job.duration`` seconds of audio."""
+    """One result: exactly ``job.requested_frames`` frames and ``job.duration`` seconds of audio."""
 
     seed: int
     frames: np.ndarray  # (F, H, W, 3) uint8
@@ -88,7 +91,7 @@ class ResultSink(Protocol):
 
     ``index`` is the result's position in ``job.seeds``. ``start`` comes first, with the audio
     exactly as the result will carry it; then ``frames`` in order, (n, H, W, 3) uint8 views the
-    engine never writes again, ``job.num_frames`` in all.
+    engine never writes again, ``job.requested_frames`` in all.
     """
 
     def start(self, index: int, seed: int, audio: np.ndarray | None, sample_rate: int, fps: int) -> None: ...
