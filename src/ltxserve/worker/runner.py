@@ -615,6 +615,9 @@ class _Progress:
         self.last = 0.0
         self.floor = task.progress or 0.0  # a resumed task never shows less than it had shown
         self.seconds = 0.0  # the task's estimated run time (service.eta), for etaSeconds
+        # Updates run one at a time, in the order they were made: two in flight could otherwise
+        # write and push out of order (a later, lower percentage overtaking a higher one).
+        self._order = asyncio.Lock()
 
     def __call__(self, step: int, total: int) -> None:
         now = time.monotonic()
@@ -629,6 +632,10 @@ class _Progress:
         asyncio.run_coroutine_threadsafe(self._publish(pct), self.loop)
 
     async def _publish(self, pct: float) -> None:
+        async with self._order:
+            await self._publish_now(pct)
+
+    async def _publish_now(self, pct: float) -> None:
         try:
             await self.worker.store.tasks.set_progress(self.task.id, pct)
             await self.worker.service.bus.publish(
