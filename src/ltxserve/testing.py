@@ -22,6 +22,7 @@ import uvicorn
 from ltxserve.api.app import create_app
 from ltxserve.config import Settings
 from ltxserve.engine import Engine
+from ltxserve.protocol import ValidationContext
 from ltxserve.runtime import Runtime
 
 
@@ -91,9 +92,15 @@ def video_task(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in task.items() if v is not None}
 
 
-def start_server(settings: Settings, engine: Engine | None) -> Iterator[LiveServer]:
+def start_server(
+    settings: Settings, engine: Engine | None, api_settings: Settings | None = None
+) -> Iterator[LiveServer]:
+    """A live server on ``settings``; ``api_settings``: its API validates as a node configured with
+    these (an API node whose model settings differ from its worker's)."""
     runtime = Runtime.build(settings, engine=engine)
     app = create_app(runtime)
+    if api_settings is not None:
+        app.state.validation = ValidationContext.from_settings(api_settings)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=settings.port, log_config=None, ws_max_size=4 * settings.max_body_bytes
     )

@@ -345,6 +345,11 @@ class _TaskRun:
         """Rebuild the job from the persisted request, for the results not yet made (None: all
         made); set up its progress reporting and streamed encodes."""
         worker, task = self.worker, self.task
+        served = worker.settings.served_model_ids()
+        if task.request["model"] not in served:
+            # An API node configured for other models than this worker: never run a request on
+            # weights it did not ask for.
+            raise CapacityError("model", f"this worker runs {', '.join(served)}, not {task.request['model']}")
         model = VideoInferenceTask.model_validate(
             task.request, context=ValidationContext(model_ids=(task.request["model"],))
         )
