@@ -212,7 +212,9 @@ def _fail(message: str) -> None:
 @app.command("tiny-model")
 def tiny_model(
     path: Annotated[Path, typer.Argument(help="Directory to write (save_pretrained layout).")],
-    preset: Annotated[str, typer.Option(help="tiny (tests) or mid (CPU benchmarks).")] = "tiny",
+    preset: Annotated[
+        str, typer.Option(help="tiny (tests), mid (CPU benchmarks) or tiny-2.3 (LTX-2.3 layout).")
+    ] = "tiny",
     upsampler: Annotated[bool, typer.Option(help="Also write a tiny x2 latent upsampler.")] = False,
 ) -> None:
     """Build a random-weight LTX-2 from the real diffusers classes. It outputs noise."""
