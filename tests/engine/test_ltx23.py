@@ -44,6 +44,7 @@ def test_tiny_23_is_built_from_the_23_classes(ltx23: Engine) -> None:
     assert pipe.transformer.config.gated_attn
     assert pipe.transformer.config.cross_attn_mod
     assert not pipe.transformer.config.use_prompt_embeddings
+    assert pipe.transformer.config.perturbed_attn  # else diffusers ignores STG
     assert pipe.connectors.config.per_modality_projections
     assert "temporal" in pipe.vae.config.upsample_type
     assert pipe.vae.config.decoder_spatial_padding_mode == "zeros"

@@ -5,6 +5,8 @@ compress_space/compress_time VAE decoder with zeros padding, and the BWE vocoder
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from ltx_core.guidance.perturbations import BatchedPerturbationConfig
@@ -136,3 +138,57 @@ def test_ltx23_defaults_are_ltx_pipelines_constants() -> None:
     kwargs = PRESETS["2.3-dev"].sampling(LTX23_STEPS, LTX23_VIDEO.cfg).kwargs
     assert kwargs["audio_guidance_scale"] == LTX_2_3_PARAMS.audio_guider_params.cfg_scale
     assert kwargs["spatio_temporal_guidance_blocks"] == list(LTX_2_3_PARAMS.video_guider_params.stg_blocks)
+
+
+def test_ltx23_dev_guidance_sampling_matches_ltx_pipelines(
+    ltx23: Converted, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 2.3-dev preset's whole stage 1 (LTX_2_3_PARAMS: video CFG 3, audio CFG 7, STG, rescale
+    0.7, modality 3; cross timestep) against ltx-pipelines' multi_modal_guider_denoising_func. STG
+    moves to block 1: the tiny transformer has 2 blocks, so block 28 would perturb nothing."""
+    from dataclasses import replace
+
+    from ltx_core.components.guiders import MultiModalGuider
+    from ltx_core.components.schedulers import LTX2Scheduler
+    from ltx_core.model.transformer.model import X0Model
+    from ltx_pipelines.utils.constants import DEFAULT_NEGATIVE_PROMPT, LTX_2_3_PARAMS
+    from ltx_pipelines.utils.helpers import multi_modal_guider_denoising_func
+
+    from ltxserve import presets
+    from ltxserve.config import Settings
+    from ltxserve.engine import Engine, GenerationJob
+    from ltxserve.engine.engine import negative_prompt
+    from tests.parity import test_parity_sampling as sampling
+
+    # the tiny Gemma's width (the real 2.3 file is split with Gemma-3 12B's 3840)
+    monkeypatch.setattr(checkpoints, "GEMMA3_HIDDEN", TEXT_HIDDEN)
+    monkeypatch.setattr(presets, "LTX23_VIDEO", replace(presets.LTX23_VIDEO, stg_blocks=(1,)))
+    monkeypatch.setattr(presets, "LTX23_AUDIO", replace(presets.LTX23_AUDIO, stg_blocks=(1,)))
+    engine = Engine.load(
+        Settings(
+            data_dir=tmp_path,
+            model_path=str(ltx23.checkpoint),
+            text_encoder_path=str(tiny_model_dir),
+            max_sequence_length=128,
+            two_stage="off",
+        )
+    )
+    assert engine.preset.name == "2.3-dev"  # from the file name
+    job = GenerationJob(**{**sampling.JOB.__dict__, "steps": 4, "guidance": 3.0})
+    assert negative_prompt(job, True) == DEFAULT_NEGATIVE_PROMPT
+    embeds = engine.encode(job.prompt, negative_prompt(job, True), True)
+    v_pos, a_pos = sampling._contexts(ltx23, engine, embeds, "pos")
+    v_neg, a_neg = sampling._contexts(ltx23, engine, embeds, "neg")
+    video = replace(LTX_2_3_PARAMS.video_guider_params, stg_blocks=[1])
+    audio = replace(LTX_2_3_PARAMS.audio_guider_params, stg_blocks=[1])
+    denoise = multi_modal_guider_denoising_func(
+        MultiModalGuider(video, v_neg),
+        MultiModalGuider(audio, a_neg),
+        v_pos,
+        a_pos,
+        X0Model(ltx23.reference.transformer),
+    )
+    with torch.no_grad():
+        theirs = sampling._reference(sampling.SHAPE, LTX2Scheduler().execute(job.steps), denoise)
+        ours = sampling._ours(engine, job, sampling.SHAPE)
+    sampling._compare("LTX-2.3 dev guidance, 4 steps", ours, theirs, ltx23, engine)

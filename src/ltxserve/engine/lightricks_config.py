@@ -166,6 +166,9 @@ def _transformer(
         "cross_attn_timestep_scale_multiplier": t.get("av_ca_timestep_scale_multiplier", 1),
         "rope_type": rope_type,
         "use_prompt_embeddings": not v2,
+        # the attention processor that honours STG's perturbation mask (no weights of its own):
+        # without it diffusers ignores spatio_temporal_guidance_blocks and STG silently does nothing
+        "perturbed_attn": v2,
     }
     connector_max_pos = list(t.get("connector_positional_embedding_max_pos", [1]))
     if len(connector_max_pos) != 1:

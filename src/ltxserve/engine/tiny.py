@@ -242,6 +242,7 @@ def build_tiny_pipeline(config: TinyModelConfig | None = None):  # type: ignore[
         audio_gated_attn=v23,
         audio_cross_attn_mod=v23,
         use_prompt_embeddings=not v23,
+        perturbed_attn=v23,  # STG's processor (see lightricks_config): LTX-2.3 samples with STG
     )
     if v23:
         # LTX-2.3 projects the stacked text features per modality, straight to each stream's width
