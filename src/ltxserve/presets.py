@@ -151,6 +151,20 @@ class Sampling:
     def cfg(self) -> bool:
         return self.guidance > 1.0
 
+    @property
+    def extra_passes(self) -> int:
+        """Transformer calls per step besides the (CFG-batched) main one: LTX-2.3's STG and
+        modality-isolation passes, one each when on (diffusers ``LTX2Pipeline``)."""
+        k = self.kwargs
+        stg = k.get("stg_scale", 0.0) > 0 or k.get("audio_stg_scale", 0.0) > 0
+        modality = k.get("modality_scale", 1.0) > 1 or k.get("audio_modality_scale", 1.0) > 1
+        return int(stg) + int(modality)
+
+    @property
+    def passes(self) -> int:
+        """Batch rows the transformer runs per step and result (the ETA's unit of work)."""
+        return (2 if self.cfg else 1) + self.extra_passes
+
 
 def ltx20_guidance_kwargs(guidance: float) -> dict[str, Any]:
     """LTX-2.0's guidance settings for a CFG scale: CFG only, everything LTX-2.3 added off.

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ltxserve.config import Settings
-from ltxserve.engine import Engine, GenerationJob
+from ltxserve.engine import Engine, GenerationJob, recipe
 from ltxserve.engine.tiny import PRESETS as TINY_PRESETS
 from ltxserve.engine.tiny import save_tiny_model
 from ltxserve.presets import LTX23_AUDIO, LTX23_VIDEO, PRESETS, detect_preset_name
@@ -75,6 +75,9 @@ def test_ltx23_generates_video_and_48k_audio_with_its_guidance(ltx23: Engine) ->
     assert result.sample_rate == 48000
     assert result.audio is not None
     assert result.audio.shape == (2, 48000)
+    run = PRESETS["2.3-dev"].sampling(3, 3.0)
+    assert run.passes == 4  # CFG pair, STG, modality isolation: what the ETA counts
+    assert "STG 1 at blocks [28]" in recipe.job(ltx23.preset, JOB, run, two_stage=False)
     # CFGScale <= 1 turns every guidance term off: one pass per step
     unguided = PRESETS["2.3-dev"].sampling(3, 1.0)
     assert not unguided.cfg

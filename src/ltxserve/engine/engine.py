@@ -699,7 +699,13 @@ class Engine:
             if state is not None:
                 kwargs.update(stack.enter_context(resume.resumed_call(pipe, state)))
             stack.enter_context(
-                accel.step_cache(pipe.transformer, sampling.steps, self.settings.step_cache_every, start)
+                # the cache assumes one transformer call per step: off with STG/modality passes
+                accel.step_cache(
+                    pipe.transformer,
+                    sampling.steps,
+                    0 if sampling.extra_passes else self.settings.step_cache_every,
+                    start,
+                )
             )
             video, audio = pipe(**kwargs)
         return video, audio

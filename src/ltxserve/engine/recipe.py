@@ -19,6 +19,13 @@ def _stage(sampling: Sampling, preset: ModelPreset) -> str:
     else:
         schedule = f"{sampling.steps} steps on LTX2Scheduler sigmas (fixed shift, mu 2.05)"
     guidance = f"CFG {sampling.guidance:g}" if sampling.cfg else "no guidance"
+    if sampling.extra_passes:
+        k = sampling.kwargs
+        guidance += (
+            f" (audio CFG {k['audio_guidance_scale']:g}, STG {k['stg_scale']:g} at blocks "
+            f"{k['spatio_temporal_guidance_blocks']}, rescale {k['guidance_rescale']:g}, "
+            f"modality {k['modality_scale']:g})"
+        )
     return f"{schedule}, {guidance}"
 
 
@@ -26,6 +33,11 @@ def deployment(preset: ModelPreset, settings: Settings, upsampler: bool, distill
     """One line for the model-ready log and ``/readyz``."""
     if preset.distilled:
         base = "distilled (Lightricks DistilledPipeline): 8 DISTILLED_SIGMA_VALUES, no guidance"
+    elif preset.family == "2.3":
+        base = (
+            "2.3-dev (Lightricks TI2VidTwoStagesPipeline, LTX_2_3_PARAMS guidance): LTX2Scheduler sigmas, "
+            "video/audio CFG, STG, rescale, modality guidance, DEFAULT_NEGATIVE_PROMPT when none is given"
+        )
     else:
         base = (
             "dev (Lightricks TI2VidTwoStagesPipeline, LTX-2.0 guidance): LTX2Scheduler sigmas, CFG only, "

@@ -81,7 +81,7 @@ def task_work(request: dict[str, Any], preset: ModelPreset) -> Work:
     frames = duration * fps
     latent_frames = (frames + TEMPORAL - 2) // TEMPORAL + 1  # 8k+1 frames cover the clip
     tokens = latent_frames * (width // SPATIAL) * (height // SPATIAL) + AUDIO_TOKENS_PER_SECOND * duration
-    passes = 2 if sampling.cfg else 1
+    passes = sampling.passes
     return Work(
         denoise=float(sampling.steps * tokens * passes * results),
         pixels=float(width * height * frames * results),
