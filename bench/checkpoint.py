@@ -103,7 +103,7 @@ def main() -> None:
         runs_b = args.pairs + 1
         per_run = sum(captured) / runs_b
         print(
-            f"  in-loop capture: {len(captured) / runs_b:.0f} checkpoint(s) per job, "
+            f"  in-loop hook (captures when due): {len(captured) / runs_b:.0f} calls per job, "
             f"{per_run * 1000:.1f} ms per job = {per_run / comparison.a.median:.3%} of the median job; "
             f"state size {max(sizes) / 1e6:.2f} MB"
         )
