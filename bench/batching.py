@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ltxserve.config import Settings
-from ltxserve.engine import Engine, GenerationJob, plan_frames, sampler_kwargs
+from ltxserve.engine import Engine, GenerationJob, plan_frames
 from ltxserve.engine.tiny import save_tiny_model
 from ltxserve.engine.together import generate_together
+from ltxserve.testing import diffusers_recipe
 
 PROMPTS = ["a lighthouse at dusk", "a fox in the snow", "rain on a window", "a busy market", "waves at night"]
 SHAPE = GenerationJob(prompt="", width=256, height=192, duration=1, fps=24, steps=8, guidance=4.0, seeds=(0,))
@@ -40,19 +41,20 @@ SHAPE = GenerationJob(prompt="", width=256, height=192, duration=1, fps=24, step
 def diffusers_batched(engine: Engine, jobs: list[GenerationJob]) -> None:
     job = jobs[0]
     plan = plan_frames(job.duration, job.fps)
-    engine.t2v(
-        prompt=[j.prompt for j in jobs],
-        negative_prompt=[j.negative_prompt for j in jobs],
-        height=job.height,
-        width=job.width,
-        num_frames=plan.generated_frames,
-        frame_rate=float(job.fps),
-        num_inference_steps=job.steps,
-        generator=[torch.Generator().manual_seed(j.seeds[0]) for j in jobs],
-        output_type="np",
-        max_sequence_length=engine.settings.max_sequence_length,
-        **sampler_kwargs(job.guidance),
-    )
+    with diffusers_recipe(engine, job) as kwargs:
+        kwargs["negative_prompt"] = [kwargs["negative_prompt"] for _ in jobs]  # one per prompt
+        engine.t2v(
+            prompt=[j.prompt for j in jobs],
+            height=job.height,
+            width=job.width,
+            num_frames=plan.generated_frames,
+            frame_rate=float(job.fps),
+            num_inference_steps=job.steps,
+            generator=[torch.Generator().manual_seed(j.seeds[0]) for j in jobs],
+            output_type="np",
+            max_sequence_length=engine.settings.max_sequence_length,
+            **kwargs,
+        )
 
 
 def main() -> None:

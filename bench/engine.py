@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ltxserve.config import Settings
-from ltxserve.engine import Engine, GenerationJob, plan_frames, sampler_kwargs
+from ltxserve.engine import Engine, GenerationJob, plan_frames
 from ltxserve.engine.tiny import save_tiny_model
 from ltxserve.media.encode import encode_video
+from ltxserve.testing import diffusers_recipe
 
 #: One request for every preset: the tiny model at a typical small request, and the mid-size
 #: random-weight LTX-2 that takes ~10-30 s for it on a 2-core CPU.
@@ -52,21 +53,21 @@ def plain_diffusers(engine: Engine, job: GenerationJob) -> tuple[float, np.ndarr
     """What a user of diffusers would write: one pipeline call with the same settings."""
     pipe = engine.t2v
     plan = plan_frames(job.duration, job.fps)
-    t0 = time.perf_counter()
-    out = pipe(
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        height=job.height,
-        width=job.width,
-        num_frames=plan.generated_frames,
-        frame_rate=float(job.fps),
-        num_inference_steps=job.steps,
-        generator=torch.Generator().manual_seed(job.seeds[0]),
-        output_type="np",
-        max_sequence_length=engine.settings.max_sequence_length,
-        **sampler_kwargs(job.guidance),
-    )
-    elapsed = time.perf_counter() - t0
+    with diffusers_recipe(engine, job) as kwargs:
+        t0 = time.perf_counter()
+        out = pipe(
+            prompt=job.prompt,
+            height=job.height,
+            width=job.width,
+            num_frames=plan.generated_frames,
+            frame_rate=float(job.fps),
+            num_inference_steps=job.steps,
+            generator=torch.Generator().manual_seed(job.seeds[0]),
+            output_type="np",
+            max_sequence_length=engine.settings.max_sequence_length,
+            **kwargs,
+        )
+        elapsed = time.perf_counter() - t0
     frames = (np.clip(np.asarray(out.frames), 0, 1) * 255 + 0.5).astype(np.uint8)[0, : plan.requested_frames]
     return elapsed, frames
 
@@ -156,20 +157,20 @@ def diffusers_batched(engine: Engine, job: GenerationJob) -> list[np.ndarray]:
     """diffusers at its best for one job: one call, the prompt encoded once, one generator per result."""
     pipe = engine.t2v
     plan = plan_frames(job.duration, job.fps)
-    out = pipe(
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        height=job.height,
-        width=job.width,
-        num_frames=plan.generated_frames,
-        frame_rate=float(job.fps),
-        num_inference_steps=job.steps,
-        num_videos_per_prompt=len(job.seeds),
-        generator=[torch.Generator().manual_seed(s) for s in job.seeds],
-        output_type="np",
-        max_sequence_length=engine.settings.max_sequence_length,
-        **sampler_kwargs(job.guidance),
-    )
+    with diffusers_recipe(engine, job) as kwargs:
+        out = pipe(
+            prompt=job.prompt,
+            height=job.height,
+            width=job.width,
+            num_frames=plan.generated_frames,
+            frame_rate=float(job.fps),
+            num_inference_steps=job.steps,
+            num_videos_per_prompt=len(job.seeds),
+            generator=[torch.Generator().manual_seed(s) for s in job.seeds],
+            output_type="np",
+            max_sequence_length=engine.settings.max_sequence_length,
+            **kwargs,
+        )
     frames = (np.clip(np.asarray(out.frames), 0, 1) * 255 + 0.5).astype(np.uint8)
     return [f[: plan.requested_frames] for f in frames]
 

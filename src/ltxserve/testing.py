@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import uvicorn
 
 from ltxserve.api.app import create_app
 from ltxserve.config import Settings
-from ltxserve.engine import Engine
+from ltxserve.engine import Engine, GenerationJob
 from ltxserve.protocol import ValidationContext
 from ltxserve.runtime import Runtime
 
@@ -179,3 +180,28 @@ class PeakRSS:
     @property
     def delta(self) -> int:
         return self.peak - self.baseline
+
+
+@contextmanager
+def diffusers_recipe(engine: Engine, job: GenerationJob) -> Iterator[dict[str, Any]]:
+    """The kwargs a diffusers user following Lightricks' recipe passes to ``engine.t2v`` by hand for
+    ``job`` (the reference side of the engine benchmarks): the preset's guidance kwargs and sigmas,
+    with a scheduler that does not shift given sigmas again (as diffusers' LTX-2 docs show), and
+    Lightricks' default negative prompt under CFG. The pipeline's scheduler is restored on exit."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from ltxserve.engine.engine import negative_prompt
+
+    # Requests' negative prompts are the same across jobs of one batch shape in the benchmarks.
+    sampling = engine.preset.sampling(job.steps, job.guidance)
+    kwargs: dict[str, Any] = {"negative_prompt": negative_prompt(job, sampling.cfg), **sampling.kwargs}
+    original = engine.t2v.scheduler
+    if sampling.sigmas is not None:
+        kwargs["sigmas"] = list(sampling.sigmas)
+        engine.t2v.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            original.config, use_dynamic_shifting=False, shift=1.0, shift_terminal=None
+        )
+    try:
+        yield kwargs
+    finally:
+        engine.t2v.scheduler = original
