@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ import httpx
 import psutil
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
+
+from ltxserve.testing import free_port, video_task  # re-exported for the attack tests
 
 #: Security-test servers start with short deadlines so attacks end quickly (defaults: README).
 FAST_LIMITS = {
@@ -48,31 +49,6 @@ def source_address() -> str:
     """A loopback address no other test in this process has used as its client address."""
     n = next(_sources)
     return f"127.0.{n // 250}.{n % 250 + 2}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def video_task(**fields: Any) -> dict[str, Any]:
-    """A videoInference the tiny model finishes quickly."""
-    task: dict[str, Any] = {
-        "taskType": "videoInference",
-        "taskUUID": str(uuid.uuid4()),
-        "model": "lightricks:ltx@2",
-        "positivePrompt": "a red kite over green hills",
-        "width": 128,
-        "height": 128,
-        "duration": 1,
-        "fps": 8,
-        "steps": 2,
-        "CFGScale": 1,
-        "settings": {"enhancePrompt": False},
-    }
-    task.update(fields)
-    return task
 
 
 @dataclass
