@@ -341,10 +341,17 @@ class WsSession:
 
     def _open(self) -> ClientConnection:
         ws = connect(self.live.ws_url, open_timeout=REPLY_TIMEOUT_S, max_size=None)
-        ws.send(json.dumps([{"taskType": "authentication", "apiKey": self.live.key}]))
-        reply = json.loads(ws.recv(timeout=REPLY_TIMEOUT_S))
-        assert reply["data"][0]["taskType"] == "authentication", reply
+        self._authenticate(ws)
         return ws
+
+    def _authenticate(self, ws: ClientConnection) -> None:
+        ws.send(json.dumps([{"taskType": "authentication", "apiKey": self.live.key}]))
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while True:  # pushes for tasks accepted earlier may come first
+            reply = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if not reply.get("errors") and reply.get("data", [{}])[0].get("taskType") == "authentication":
+                return
+            assert_envelope(reply)
 
     def roundtrip(self, message: str | bytes, sent: object = None) -> list[dict[str, Any]]:
         """Send ``message``; every message until the marker's reply, each checked."""
@@ -367,7 +374,13 @@ class WsSession:
             errors = body.get("errors", []) if isinstance(body, dict) else []
             if any(e.get("taskUUID") == marker for e in errors if isinstance(e, dict)):
                 assert body == {"errors": [errors[0]]}, body
-                assert errors[0]["code"] == "taskNotFound", body
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                if errors[0]["code"] == "missingApiKey" and "authentication" in text.lower():
+                    # an authentication task with a bad key in the message de-authenticated the
+                    # socket (revocation and failed re-authentication reach open sockets)
+                    self._authenticate(self.ws)
+                else:
+                    assert errors[0]["code"] == "taskNotFound", body
                 break
             # a reply to ``message``, or a push for a task accepted earlier on this socket
             assert_envelope(body, self.sent if sent is not None else None)
@@ -646,9 +659,11 @@ def test_hostile_authorization_headers(server: LiveServer, value: bytes) -> None
 
 
 def test_unauthenticated_websocket_gets_envelopes_and_stays_open(server: LiveServer) -> None:
+    # Larger frames before authentication close the socket (1009): tests/security/test_preauth.py.
+    cap = min(FUZZ_MAX_BODY_BYTES // 2, server.settings.ws_preauth_message_bytes)
     with connect(server.ws_url, open_timeout=REPLY_TIMEOUT_S, max_size=None) as sock:
         for name, content in RAW_BODIES.items():
-            if len(content) > FUZZ_MAX_BODY_BYTES // 2:
+            if len(content) > cap:
                 continue
             STATS["fixed"] += 1
             sock.send(content)
