@@ -384,6 +384,16 @@ class Cluster:
         assert reply.status_code == 200, reply.text
         return str(task["taskUUID"])
 
+    def submit_many(self, node: int, fields: list[dict[str, Any]]) -> list[str]:
+        """Several videoInference tasks in one request; their taskUUIDs in order."""
+        from tests.api.conftest import video_task
+
+        tasks = [video_task(**f) for f in fields]
+        reply = self.post(node, tasks)
+        assert reply.status_code == 200, reply.text
+        assert not reply.json().get("errors"), reply.text
+        return [str(t["taskUUID"]) for t in tasks]
+
     def wait_done(self, node: int, task_uuid: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         body: dict[str, Any] = {}

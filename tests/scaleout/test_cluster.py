@@ -64,7 +64,9 @@ def _prefix(c: Cluster) -> str:
 
 def test_ten_tasks_via_two_nodes_survive_a_worker_sigkill(cluster: Cluster) -> None:
     c = cluster
-    uuids = [c.submit(0, seed=100 + i, **MEDIUM) for i in range(10)]  # all through node A
+    # All through node A in one request (ten round trips can outlast a task on a loaded machine);
+    # the first one slow enough that the kill lands while it runs.
+    uuids = c.submit_many(0, [{"seed": 100 + i, **(SLOW if i == 0 else MEDIUM)} for i in range(10)])
     victim_uuid = uuids[0]
     victim = c.worker_running(victim_uuid)
     assert victim.signal(signal.SIGKILL) == -signal.SIGKILL
@@ -81,7 +83,9 @@ def test_ten_tasks_via_two_nodes_survive_a_worker_sigkill(cluster: Cluster) -> N
     assert len(rows) == 10 == len({r[0] for r in rows})
     # Each result stored once, under its key: the bucket holds exactly these ten objects.
     expected = {_prefix(c) + key for _, key in rows}
-    assert set(c.weed.keys(_prefix(c))) == expected
+    # (besides the workers' ETA calibration; step checkpoints are deleted when their task ends)
+    calibration = _prefix(c) + "calibration/"
+    assert {k for k in c.weed.keys(_prefix(c)) if not k.startswith(calibration)} == expected
 
     for r in results:
         assert r["videoURL"].startswith(c.api_urls[1])
