@@ -33,8 +33,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Polling:
+    """``wait`` for any client with ``post(tasks, key=...)`` (an in-process server, a subprocess)."""
+
+    def post(self, tasks: Any, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def wait(self, task_uuid: str, key: str | None = None, timeout: float = 120) -> dict[str, Any]:
+        """Poll getResponse until every item is finished (or an error arrives)."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = self.post([{"taskType": "getResponse", "taskUUID": task_uuid}], key=key).json()
+            items = body.get("data", [])
+            if body.get("errors") or (items and all(i.get("status") == "success" for i in items)):
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_uuid} did not finish in {timeout} s: {body}")
+
+
 @dataclass
-class LiveServer:
+class LiveServer(Polling):
     url: str
     ws_url: str
     settings: Settings
@@ -60,18 +79,6 @@ class LiveServer:
         assert reply.status_code == 200, reply.text
         assert reply.json() == {"data": [{"taskType": "videoInference", "taskUUID": task["taskUUID"]}]}
         return str(task["taskUUID"])
-
-    def wait(self, task_uuid: str, key: str | None = None, timeout: float = 120) -> dict[str, Any]:
-        """Poll getResponse until every item is finished (or an error arrives)."""
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = self.post([{"taskType": "getResponse", "taskUUID": task_uuid}], key=key).json()
-            items = body.get("data", [])
-            if body.get("errors") or (items and all(i.get("status") == "success" for i in items)):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"task {task_uuid} did not finish in {timeout} s: {body}")
 
 
 def video_task(**fields: Any) -> dict[str, Any]:

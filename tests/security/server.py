@@ -27,7 +27,7 @@ import psutil
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from ltxserve.testing import free_port, video_task  # re-exported for the attack tests
+from ltxserve.testing import Polling, free_port, video_task  # re-exported for the attack tests
 
 #: Security-test servers start with short deadlines so attacks end quickly (defaults: README).
 FAST_LIMITS = {
@@ -52,7 +52,7 @@ def source_address() -> str:
 
 
 @dataclass
-class Server:
+class Server(Polling):
     """One ``ltxserve serve`` subprocess."""
 
     data_dir: Path
@@ -147,17 +147,6 @@ class Server:
         reply = self.post([task], key=key)
         assert reply.status_code == 200, reply.text
         return str(task["taskUUID"])
-
-    def wait(self, task_uuid: str, key: str | None = None, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = self.post([{"taskType": "getResponse", "taskUUID": task_uuid}], key=key).json()
-            items = body.get("data", [])
-            if body.get("errors") or (items and all(i.get("status") == "success" for i in items)):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"task {task_uuid} did not finish in {timeout} s: {body}")
 
     # --- the attacker's tools -----------------------------------------------------------------
 
