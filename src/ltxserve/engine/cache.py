@@ -52,6 +52,26 @@ class LRUCache(Generic[V]):
                 self._items.popitem(last=False)
         return value
 
+    def get(self, key: Hashable) -> V | None:
+        """The cached value, or None (counted as a miss: the caller computes and ``put``s it)."""
+        with self._lock:
+            if self.size > 0 and key in self._items:
+                self._items.move_to_end(key)
+                self.stats.hits += 1
+                return self._items[key]
+            self.stats.misses += 1
+            return None
+
+    def put(self, key: Hashable, value: V) -> None:
+        """Keep ``value`` (computed by the caller after a ``get`` miss), evicting the oldest."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -462,6 +462,48 @@ class Engine:
         """Text-encoder outputs for a prompt (and the negative only under guidance), cached."""
         key = (prompt, negative if cfg else None, cfg, self.settings.max_sequence_length)
         return self.text_cache.get_or_compute(key, lambda: self._encode(prompt, negative, cfg))
+
+    def encode_many(self, pairs: Sequence[tuple[str, str]], cfg: bool) -> list[dict[str, Any]]:
+        """``encode`` for several (prompt, negative) pairs at once (a together-batch): cache hits
+        as they are, and every text the misses need (each distinct prompt and negative once) in
+        one text-encoder call, as diffusers encodes a list of prompts.
+
+        Each row equals its text encoded alone within float tolerance: the pipeline pads every
+        text to ``max_sequence_length`` (left, with its own attention mask), so batching changes
+        no row's input, only how the matrix products group (``tests/engine/test_together.py``).
+        """
+        msl = self.settings.max_sequence_length
+        keys = [(p, n if cfg else None, cfg, msl) for p, n in pairs]
+        found: dict[tuple[str, str | None, bool, int], dict[str, Any]] = {}
+        missing: list[tuple[str, str | None, bool, int]] = []
+        for key in dict.fromkeys(keys):  # distinct, in order
+            hit = self.text_cache.get(key)
+            if hit is None:
+                missing.append(key)
+            else:
+                found[key] = hit
+        if missing:
+            texts = list(dict.fromkeys(t for k in missing for t in (k[0], k[1]) if t is not None))
+            with self._text_encoder_on_device():
+                embeds, masks, _, _ = self.t2v.encode_prompt(
+                    prompt=texts,
+                    do_classifier_free_guidance=False,
+                    max_sequence_length=msl,
+                    device=self.device,
+                )
+            # a cached row must not keep the whole batch alive: copy it out when it is kept
+            keep = self.text_cache.size > 0
+            rows = {
+                t: (embeds[i : i + 1].clone() if keep else embeds[i : i + 1], masks[i : i + 1])
+                for i, t in enumerate(texts)
+            }
+            for key in missing:
+                (pos, pos_mask), neg = rows[key[0]], key[1]
+                neg_embeds, neg_mask = rows[neg] if neg is not None else (None, None)
+                value = {"pos": pos, "pos_mask": pos_mask, "neg": neg_embeds, "neg_mask": neg_mask}
+                self.text_cache.put(key, value)
+                found[key] = value
+        return [found[k] for k in keys]
 
     def _encode(self, prompt: str, negative: str, cfg: bool) -> dict[str, Any]:
         with self._text_encoder_on_device():

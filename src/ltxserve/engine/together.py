@@ -4,9 +4,12 @@ Jobs batch when everything that shapes the latents and the schedule matches (``b
 length, frame rate, steps, guidance, audio on/off); prompts, negative prompts and seeds may
 differ. Each result keeps its own generator (its seed) and its own row of text-encoder outputs
 (its prompt), so it equals the same job run alone within float tolerance: batched matrix products
-may sum in another order (``tests/engine/test_together.py`` bounds the difference). Image-to-video
-and prompt enhancement are left out (a per-request condition image and enhancer pass); such jobs
-run alone. A batch that would not fit the memory budget runs job by job instead.
+may sum in another order (``tests/engine/test_together.py`` bounds the difference, and catches a
+prompt given to the wrong job). Everything runs once for the batch, as in one diffusers call with a
+list of prompts: one text-encoder call for the prompts and negatives not cached
+(``Engine.encode_many``), then one pipeline call (latents, connectors, denoise) and one audio and
+one video decode. Image-to-video and prompt enhancement are left out (a per-request condition
+image and enhancer pass); such jobs run alone. A batch that would not fit the memory budget runs job by job instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ltxserve import tracing
 from ltxserve.engine.types import GenerationJob, GenerationResult, ProgressCallback, ResultSink, StageTimings
 
 if TYPE_CHECKING:
@@ -67,11 +71,13 @@ def generate_together(
 
     with engine._lock:
         timings = StageTimings()
-        # 1. text encoding per distinct prompt (cached), one row per result
+        # 1. text encoding: the prompts and negatives not cached, in one text-encoder call; then
+        #    one row per result
         t0 = time.perf_counter()
+        with tracing.span("text_encode", jobs=len(jobs)):
+            encoded = engine.encode_many([(j.prompt, negative_prompt(j, run.cfg)) for j in jobs], run.cfg)
         rows: dict[str, list[Any]] = {}
-        for job in jobs:
-            embeds = engine.encode(job.prompt, negative_prompt(job, run.cfg), run.cfg)
+        for job, embeds in zip(jobs, encoded, strict=True):
             for name, value in embeds.items():
                 if value is not None:
                     reps = [len(job.seeds)] + [1] * (value.dim() - 1)
