@@ -79,7 +79,9 @@ def main() -> None:
     print(
         f"[{args.preset}] {s.width}x{s.height}, {s.duration} s at {s.fps} fps, {s.steps} steps, "
         f"CFG {s.guidance}; "
-        "each job its own prompt and seed; text cache off (every prompt encoded)"
+        "each job its own prompt and seed; text cache off (every prompt encoded); "
+        "ltxserve batched encodes each distinct text once (the prompts and the one shared default "
+        "negative) in one text-encoder call, diffusers the prompts and their negatives in two"
     )
     data: dict[str, dict[str, list[float]]] = {}
     for n in (int(v) for v in args.sizes.split(",")):
