@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ltxserve import metrics, net
+from ltxserve import metrics, net, tracing
 from ltxserve.blobs import BlobStore, build_blob_store
 from ltxserve.config import Settings
 from ltxserve.db.models import utcnow
@@ -176,6 +176,7 @@ class Runtime:
             await self.queue.stop()
         await self.bus.stop()
         await self.store.close()
+        await asyncio.to_thread(tracing.flush)  # the last spans (deliveries, the drained task)
 
     async def readiness(self) -> dict[str, str]:
         """Component name -> ``ok`` / ``error`` / ``loading``; why a check failed goes to the log

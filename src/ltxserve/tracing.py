@@ -12,14 +12,14 @@ it), so whichever worker claims the task, on whichever node, continues the same 
 
 from __future__ import annotations
 
-import atexit
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from opentelemetry import context, trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ltxserve.config import Settings
@@ -45,12 +45,24 @@ def configure(settings: Settings, role: str) -> bool:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         exporter = ConsoleSpanExporter()
-    resource = Resource.create({"service.name": settings.otel_service_name, "ltxserve.role": role})
+    # process.pid tells the processes of one service (API nodes, workers) apart in a trace
+    resource = Resource.create({"ltxserve.role": role, "process.pid": os.getpid()})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        # neither OTEL_SERVICE_NAME nor service.name in OTEL_RESOURCE_ATTRIBUTES: ours
+        resource = resource.merge(Resource({"service.name": settings.otel_service_name}))
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    atexit.register(provider.shutdown)  # flush what is still batched
+    trace.set_tracer_provider(provider)  # it flushes at exit (atexit); ``flush`` also when stopping
     return True
+
+
+def flush(timeout_ms: int = 10_000) -> None:
+    """Export the batched spans now: called when a process stops, because atexit handlers do not
+    run when uvicorn re-raises SIGTERM after its graceful shutdown (the API's last spans would be
+    lost). A no-op when tracing is off."""
+    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force_flush is not None:
+        force_flush(timeout_ms)
 
 
 def carrier() -> dict[str, str] | None:
@@ -70,6 +82,27 @@ def span(name: str, ctx: context.Context | None = None, **attributes: Any) -> It
     """A span around a block, current inside it; an exception marks it as an error."""
     with tracer.start_as_current_span(name, context=ctx, attributes=_clean(attributes)) as current:
         yield current
+
+
+@contextmanager
+def message_span(name: str, **attributes: Any) -> Iterator[Span]:
+    """The root of a new trace for one message of a long-lived connection, linked to the
+    connection's span (FastAPI's ``WS /v1``): the tasks it submits get a trace each, not the
+    connection's hours-long one."""
+    connection = trace.get_current_span().get_span_context()
+    links = [Link(connection)] if connection.is_valid else None
+    with tracer.start_as_current_span(
+        name, context=context.Context(), kind=SpanKind.SERVER, links=links, attributes=_clean(attributes)
+    ) as current:
+        yield current
+
+
+def outgoing() -> dict[str, str]:
+    """``traceparent`` for an outbound request of a recorded span (the receiver may join the
+    trace); nothing when tracing is off."""
+    if not trace.get_current_span().is_recording():
+        return {}
+    return carrier() or {}
 
 
 def start(

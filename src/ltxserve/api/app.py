@@ -9,9 +9,9 @@ one ``Runtime`` through ``app.state``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI
 
@@ -20,6 +20,13 @@ from ltxserve.api import files, guard, health, playground, rest, websocket
 from ltxserve.api.dispatch import Dispatcher
 from ltxserve.protocol import ValidationContext
 from ltxserve.runtime import Runtime
+
+#: Paths FastAPI's telemetry leaves out: probes and metric scrapes.
+UNTRACED: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in UNTRACED
 
 
 def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -40,6 +47,9 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
         version=__version__,
         description="Runware-compatible videoInference API for LTX-2.",
         lifespan=lifespan,
+        # FastAPI's own request spans head the tasks' traces (ltxserve.tracing); probes and
+        # scrapes would only add a trace every few seconds
+        telemetry={"exclude": _untraced},
     )
     app.state.runtime = runtime
     throttle = guard.AuthThrottle(runtime.settings.auth_failures_per_minute)

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from ltxserve import tracing
 from ltxserve.api import guard
 from ltxserve.api.dispatch import auth_error
 from ltxserve.api.prelude import Rejected, dispatcher, read_tasks, runtime
@@ -66,7 +67,9 @@ async def websocket(ws: WebSocket) -> None:
             # overtake its ack (runware 0.5.24 would take the pushed result for the ack).
             async with conn.lock:
                 had_key = key is not None
-                out, key = await dispatcher(ws).run(tasks, key, session_uuid, client)
+                # a message's span heads its tasks' traces (linked to the connection's span)
+                with tracing.message_span("WS /v1 message", http__route="/v1"):
+                    out, key = await dispatcher(ws).run(tasks, key, session_uuid, client)
                 if key is not None:
                     guard.authenticated(ws.scope)
                 elif had_key:  # a failed re-authentication: the old key is gone too

@@ -152,7 +152,7 @@ class Deliverer:
 
     async def _post_webhook(self, d: Delivery) -> None:
         assert d.body is not None
-        headers = {"webhook-id": d.id}
+        headers = {"webhook-id": d.id, **tracing.outgoing()}
         secret = await self._secret(d.task_id)
         timestamp: datetime = utcnow()
         headers["webhook-timestamp"] = str(int(timestamp.timestamp()))

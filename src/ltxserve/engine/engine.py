@@ -575,7 +575,7 @@ class Engine:
             video, audio = state.video, state.audio  # stage 1 done (or skipped: stage 2 in progress)
         else:
             with tracing.span(
-                "denoise", steps=first.steps, width=size[0], height=size[1], results=len(seeds)
+                "denoise", stage="base", steps=first.steps, width=size[0], height=size[1], results=len(seeds)
             ):
                 video, audio = self._denoise(
                     pipe,

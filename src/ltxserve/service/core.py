@@ -211,16 +211,20 @@ class Service:
             request["inputs"] = {"frameImages": [{"image": image_uuid, "frame": "first"}]}
         # 6. persist task + one row per result (seed, cost) in one transaction
         cost = round(self.settings.price_per_second * task.duration, 6)
+        trace_context = tracing.carrier()  # this span's: workers and deliveries continue under it
         try:
-            row = await self.store.tasks.submit(
-                key.id,
-                task.task_uuid,
-                task.task_type,
-                request,
-                [NewResult(seed=s, cost=cost) for s in seeds],
-                limits=SubmitLimits(self.settings.max_active_tasks_per_key, self.settings.max_queue_length),
-                trace_context=tracing.carrier(),
-            )
+            with tracing.span("enqueue"):  # task + result rows and the queue job, one transaction
+                row = await self.store.tasks.submit(
+                    key.id,
+                    task.task_uuid,
+                    task.task_type,
+                    request,
+                    [NewResult(seed=s, cost=cost) for s in seeds],
+                    limits=SubmitLimits(
+                        self.settings.max_active_tasks_per_key, self.settings.max_queue_length
+                    ),
+                    trace_context=trace_context,
+                )
         except LimitReached as exc:
             raise RunwareError(self._limit_error(task, exc.which)) from None
         except TaskConflict:
