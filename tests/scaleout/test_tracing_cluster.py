@@ -1,11 +1,12 @@
 """OpenTelemetry across processes: one trace per task, from the client's HTTP request to the API
 node (`ltxserve serve --no-worker`) through the PostgreSQL queue to a separate `ltxserve worker`
-and its webhook, exported by each process with the standard OTLP/HTTP exporter configured only
+and its deliveries, exported by each process with the standard OTLP/HTTP exporter configured only
 through ``OTEL_*`` variables, to a real OTLP receiver in this test (protobuf decoded with
 ``opentelemetry-proto``).
 
 The job runs two-stage (tiny model with its tiny upsampler, distilled preset: its output is
-noise) with prompt enhancement and a content check, so every stage span of the pipeline shows.
+noise) with prompt enhancement, a content check, a webhook and an uploadEndpoint, so every stage
+span of the pipeline and both kinds of delivery show.
 Spans are batched for ten minutes: they reach the receiver only because each process flushes
 its exporter when it stops on SIGTERM.
 """
@@ -186,7 +187,7 @@ def _traceparent() -> str:
     return f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
 
 
-def test_one_trace_from_request_through_the_queue_to_the_worker_and_webhook(
+def test_one_trace_from_request_through_the_queue_to_the_worker_and_deliveries(
     traced_cluster: Cluster,
     otlp: OtlpReceiver,
     receiver: Receiver,  # noqa: F811
@@ -197,6 +198,7 @@ def test_one_trace_from_request_through_the_queue_to_the_worker_and_webhook(
         width=128,
         height=128,
         webhookURL=receiver.url,
+        uploadEndpoint=f"{receiver.url}/upload",
         settings={"enhancePrompt": True},
         safety={"checkContent": True},
     )
@@ -210,9 +212,12 @@ def test_one_trace_from_request_through_the_queue_to_the_worker_and_webhook(
     assert reply.status_code == 200, reply.text
     done = c.wait_done(0, task_uuid, timeout=240)
     assert not done.get("errors"), done
-    (hook,) = receiver.wait_for(1, timeout=120)
+    received = receiver.wait_for(2, timeout=120)
+    (hook,) = [r for r in received if r.method == "POST"]
+    (upload,) = [r for r in received if r.method == "PUT"]
     assert json.loads(hook.body)["taskUUID"] == task_uuid
-    c.wait_db("SELECT 1 FROM deliveries WHERE status = 'delivered'")
+    assert upload.body[4:8] == b"ftyp"  # the stored MP4, read back from S3
+    c.wait_db("SELECT 1 FROM deliveries WHERE status = 'delivered' HAVING count(*) = 2")
     # The receiver can join the trace: the webhook POST carries it.
     assert hook.headers["traceparent"].split("-")[1] == CLIENT_TRACE
 
@@ -226,7 +231,7 @@ def test_one_trace_from_request_through_the_queue_to_the_worker_and_webhook(
     ours = [s for s in spans if s.trace_id == CLIENT_TRACE]
     names = sorted(s.name for s in ours)
     # One trace: every span of the task's pipeline is in it, none in another trace.
-    task_span_names = {"videoInference", "enqueue", "queue", "attempt", "generate", "webhook"}
+    task_span_names = {"videoInference", "enqueue", "queue", "attempt", "generate", "webhook", "upload"}
     task_span_names |= {*GENERATE_STAGES, *RESULT_STAGES}
     strays = [(s.name, s.trace_id) for s in spans if s.name in task_span_names and s.trace_id != CLIENT_TRACE]
     assert not strays, f"task spans outside the task's trace: {strays}"
@@ -270,10 +275,11 @@ def test_one_trace_from_request_through_the_queue_to_the_worker_and_webhook(
     # -> per result: content check, file encode, store
     for stage in RESULT_STAGES:
         assert parent(one(stage)) is attempt, stage
-    # -> the webhook, under the task's span (a delivery is retried on its own schedule)
-    webhook = one("webhook")
-    assert parent(webhook) is submit
-    assert webhook.attributes["delivery.outcome"] == "delivered"
+    # -> the webhook and the upload, under the task's span (retried on their own schedule)
+    webhook, uploaded = one("webhook"), one("upload")
+    for delivery in (webhook, uploaded):
+        assert parent(delivery) is submit, delivery.name
+        assert delivery.attributes["delivery.outcome"] == "delivered", delivery.name
 
     # Two processes: the API node's spans and the worker's, each naming its process.
     api_side = {"POST /v1", "fastapi.endpoint", "videoInference", "enqueue"}
@@ -284,7 +290,8 @@ def test_one_trace_from_request_through_the_queue_to_the_worker_and_webhook(
             assert (s.pid, s.resource["ltxserve.role"]) == (api.pid, "api"), s.name
         elif s.name in worker_side:
             assert (s.pid, s.resource["ltxserve.role"]) == (worker.pid, "worker"), s.name
-    assert webhook.pid in {api.pid, worker.pid}  # whichever process's deliverer claimed it
+    for delivery in (webhook, uploaded):  # whichever process's deliverer claimed it
+        assert delivery.pid in {api.pid, worker.pid}, delivery.name
     assert api.pid != worker.pid
 
 
