@@ -90,7 +90,7 @@ def generate(
     from tqdm import tqdm
 
     from ltxserve.engine import CapacityError, Engine
-    from ltxserve.media.encode import VideoFormat, encode_video
+    from ltxserve.media.encode import VideoFormat, encode_video, x264_preset
     from ltxserve.media.images import ImageDecodeError, decode_image
     from ltxserve.protocol import ValidationContext, VideoInferenceTask, parse_task, to_job
 
@@ -159,7 +159,16 @@ def generate(
     encode_s = 0.0
     for path, r in zip(paths, results, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        enc = encode_video(path, r.frames, r.fps, r.audio, r.sample_rate, vf, task.output_quality)
+        enc = encode_video(
+            path,
+            r.frames,
+            r.fps,
+            r.audio,
+            r.sample_rate,
+            vf,
+            task.output_quality,
+            x264_preset(choice=settings.x264_preset),
+        )
         encode_s += enc.seconds
     total = time.perf_counter() - t0
     t = results[0].timings

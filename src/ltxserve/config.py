@@ -19,6 +19,9 @@ from ltxserve.presets import ModelPreset, resolve_preset, served_model_ids
 #: Marks a setting that deployments keep in a secret store (the Kubernetes Secret, not the ConfigMap).
 SECRET: dict[str, Any] = {"secret": True}
 
+#: x264's speed presets, quickest first (``Settings.x264_preset``; ``media.encode`` applies them).
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
+
 
 class Settings(BaseSettings):
     """ltxserve settings; the docs' settings table (docs/settings.md) is generated from these descriptions."""
@@ -177,6 +180,13 @@ class Settings(BaseSettings):
         default=True,
         description="Encode each result's file while its frames are decoded (a thread per result; the "
         "file is the same as encoding afterwards). Off: encode once the frames are complete.",
+    )
+    x264_preset: X264Preset | Literal["auto"] = Field(
+        default="auto",
+        description="x264 speed preset of MP4/MOV results (the CRF, i.e. the quality setting, is the same "
+        "for all): auto = fast on machines with 8 or more cores, veryfast below. Quicker presets trade "
+        "file size for CPU time: on a natural-looking pan at 768x512, ultrafast took ~0.7x the CPU of "
+        "veryfast for ~7x the bytes (bench/media.py --presets).",
     )
     batch_tasks: int = Field(
         default=1,

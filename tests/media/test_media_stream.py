@@ -68,3 +68,27 @@ def test_preset_follows_the_machine_and_quality_does_not() -> None:
     large = encoder_plan(VideoFormat.MP4, 95, preset=x264_preset(64))
     assert small.video_options["crf"] == large.video_options["crf"]
     assert (small.audio_codec, small.audio_bitrate) == (large.audio_codec, large.audio_bitrate)
+
+
+def _x264_options(path: Path) -> str:
+    """The options string x264 writes into the stream (its SEI user data)."""
+    data = path.read_bytes()
+    start = data.index(b"options: ")
+    return data[start : data.index(b"\x00", start)].decode("ascii", "replace")
+
+
+def test_a_chosen_preset_reaches_the_encoder_and_a_wrong_one_is_refused(tmp_path: Path) -> None:
+    frames = noisy_frames(9, 64, 96)
+    quick = encode_video(
+        tmp_path / "u.mp4", frames, 24, None, SAMPLE_RATE, preset=x264_preset(choice="ultrafast")
+    )
+    stream = StreamingEncode(tmp_path / "v.mp4", 24, None, SAMPLE_RATE, preset=x264_preset(2, choice="auto"))
+    stream.put(frames)
+    stream.close()
+    default = stream.result(timeout=60)
+    # ultrafast turns CABAC and the deblocking filter off; veryfast (auto on 2 cores) keeps both
+    assert "cabac=0" in _x264_options(quick.path) and "deblock=0" in _x264_options(quick.path)
+    assert "cabac=1" in _x264_options(default.path) and "deblock=1" in _x264_options(default.path)
+    assert "crf=18.0" in _x264_options(quick.path) and "crf=18.0" in _x264_options(default.path)
+    with pytest.raises(ValueError, match="unknown x264 preset 'turbo'"):
+        x264_preset(choice="turbo")

@@ -40,3 +40,19 @@ def test_streamed_and_afterwards_encodes_store_the_same_file(live: LiveServer) -
     assert len(streamed) == 2
     assert streamed == afterwards
     assert streamed[0] != streamed[1]  # two seeds, two videos
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_x264_preset_setting_reaches_the_stored_file(live: LiveServer, stream: bool) -> None:
+    worker = live.runtime.worker
+    assert worker is not None
+    original = worker.settings
+    worker.settings = original.model_copy(update={"stream_encode": stream, "x264_preset": "ultrafast"})
+    try:
+        (quick,) = _stored_files(live, duration=1, fps=12, seed=5)
+    finally:
+        worker.settings = original
+    (default,) = _stored_files(live, duration=1, fps=12, seed=5)
+    # x264 writes its options into the stream: ultrafast turns CABAC off, auto (veryfast/fast) keeps it
+    assert b"cabac=0" in quick and b"cabac=1" not in quick
+    assert b"cabac=1" in default

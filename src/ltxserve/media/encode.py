@@ -60,11 +60,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, get_args
 
 import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
+
+from ltxserve.config import X264Preset
 
 MIN_QUALITY = 20
 MAX_QUALITY = 99
@@ -80,10 +82,16 @@ X264_PRESET = "fast"
 #: 768x512 noise at CRF 18 (2.1 s vs 6.9 s for 96 frames), at the same CRF (quality setting).
 X264_PRESET_SMALL = "veryfast"
 X264_FAST_CORES = 8
+X264_PRESETS: tuple[str, ...] = get_args(X264Preset)
 
 
-def x264_preset(cores: int | None = None) -> str:
-    """The x264 preset for a machine with ``cores`` CPU cores (default: this one)."""
+def x264_preset(cores: int | None = None, choice: str = "auto") -> str:
+    """The x264 preset: ``choice`` when it names one, else the one for a machine with ``cores``
+    CPU cores (default: this one)."""
+    if choice != "auto":
+        if choice not in X264_PRESETS:
+            raise ValueError(f"unknown x264 preset {choice!r}; one of auto, {', '.join(X264_PRESETS)}")
+        return choice
     n = cores if cores is not None else (os.cpu_count() or 1)
     return X264_PRESET if n >= X264_FAST_CORES else X264_PRESET_SMALL
 
@@ -312,15 +320,16 @@ def encode_video(
     sample_rate: int,
     fmt: VideoFormat | str = VideoFormat.MP4,
     quality: int = DEFAULT_QUALITY,
+    preset: str | None = None,
 ) -> EncodedVideo:
     """Write ``frames`` (F, H, W, 3) uint8 RGB and optional ``audio`` (channels, samples) to ``path``.
 
     ``audio=None`` writes no audio stream at all (not a silent one). The file appears at
     ``path`` only when complete: it is written beside it and renamed, so a reader (storage
-    upload, file server) never sees half a file.
+    upload, file server) never sees half a file. ``preset``: x264's (``x264_preset()`` if None).
     """
     _check_frames(frames)
-    return encode_frames(path, iter(frames), fps, audio, sample_rate, fmt, quality)
+    return encode_frames(path, iter(frames), fps, audio, sample_rate, fmt, quality, preset)
 
 
 def encode_frames(
@@ -331,6 +340,7 @@ def encode_frames(
     sample_rate: int,
     fmt: VideoFormat | str = VideoFormat.MP4,
     quality: int = DEFAULT_QUALITY,
+    preset: str | None = None,
 ) -> EncodedVideo:
     """``encode_video`` for frames that arrive one by one (H, W, 3) uint8, all of one size.
 
@@ -343,7 +353,7 @@ def encode_frames(
         raise ValueError(f"fps must be an int in {MIN_FPS}..{MAX_FPS}, got {fps!r}")
     fps = int(fps)
     samples = None if audio is None else _check_audio(audio, sample_rate)
-    plan = encoder_plan(fmt, quality, int(sample_rate) if samples is not None else 48_000)
+    plan = encoder_plan(fmt, quality, int(sample_rate) if samples is not None else 48_000, preset)
     first = next(frames, None)
     if first is None:
         raise ValueError("frames must hold at least one 1x1 frame, got none")
@@ -405,11 +415,15 @@ class StreamingEncode:
         sample_rate: int,
         fmt: VideoFormat | str = VideoFormat.MP4,
         quality: int = DEFAULT_QUALITY,
+        preset: str | None = None,
     ) -> None:
         self._chunks: queue.SimpleQueue[np.ndarray | BaseException | None] = queue.SimpleQueue()
         self._outcome: EncodedVideo | BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(path, fps, audio, sample_rate, fmt, quality), daemon=True, name="encode"
+            target=self._run,
+            args=(path, fps, audio, sample_rate, fmt, quality, preset),
+            daemon=True,
+            name="encode",
         )
         self._thread.start()
 

@@ -33,7 +33,7 @@ from ltxserve.db.models import Task, utcnow
 from ltxserve.engine import CapacityError, Engine, GenerationCancelled, GenerationJob, GenerationResult
 from ltxserve.engine.resume import Checkpointing, GenerationPreempted
 from ltxserve.logs import get_logger, printable
-from ltxserve.media.encode import EncodeAborted, StreamingEncode, VideoFormat, encode_video
+from ltxserve.media.encode import EncodeAborted, StreamingEncode, VideoFormat, encode_video, x264_preset
 from ltxserve.protocol import ErrorCode, ValidationContext, VideoInferenceTask, to_job
 from ltxserve.protocol.errors import unsupported
 from ltxserve.queue import TableQueue, TaskQueue
@@ -255,6 +255,7 @@ class Worker:
                     result.sample_rate,
                     fmt,
                     quality,
+                    x264_preset(choice=self.settings.x264_preset),
                 )
             t1 = time.perf_counter()
             metrics.STAGE_SECONDS.labels("encode").observe(t1 - t0)
@@ -367,7 +368,11 @@ class _TaskRun:
         self.progress.seconds = self.work.seconds(await worker.service.calibration.rates())
         self.fresh = len(self.pending) == len(task.results)  # a whole run: a calibration sample
         if worker.settings.stream_encode:
-            self.sink = _EncodeSink(VideoFormat(model.output_format), model.output_quality)
+            self.sink = _EncodeSink(
+                VideoFormat(model.output_format),
+                model.output_quality,
+                x264_preset(choice=worker.settings.x264_preset),
+            )
         return job
 
     def log_generated(self, batch: list[GenerationResult], job: GenerationJob, **extra: Any) -> None:
@@ -571,16 +576,19 @@ class _EncodeSink:
     """The engine's ``ResultSink``: one streamed file encode per result, started at its audio and
     fed its frames while they are decoded, in a temporary directory kept until the task ends."""
 
-    def __init__(self, fmt: VideoFormat, quality: int) -> None:
+    def __init__(self, fmt: VideoFormat, quality: int, preset: str) -> None:
         self.fmt = fmt
         self.quality = quality
+        self.preset = preset
         self._tmp = tempfile.TemporaryDirectory(prefix="ltxserve-")
         self._encodes: dict[int, StreamingEncode] = {}
         self._handed: set[int] = set()
 
     def start(self, index: int, seed: int, audio: Any, sample_rate: int, fps: int) -> None:
         path = Path(self._tmp.name) / f"{index}-{seed}{self.fmt.extension}"
-        self._encodes[index] = StreamingEncode(path, fps, audio, sample_rate, self.fmt, self.quality)
+        self._encodes[index] = StreamingEncode(
+            path, fps, audio, sample_rate, self.fmt, self.quality, self.preset
+        )
 
     def frames(self, index: int, chunk: Any) -> None:
         self._encodes[index].put(chunk)
