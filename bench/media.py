@@ -7,11 +7,17 @@ pix_fmt, BT.709 conversion and tags, threads, audio codec/bitrate/rate, faststar
 reads the frames as rawvideo from a pipe and the audio from a float WAV written beforehand.
 Interleaved pairs (``bench/method.py``): min/median/max of each and ours/ffmpeg per pair with its
 spread and verdict (the target: at most ~11% slower than the binary, ratio <= 1.11).
+
+``--presets`` instead weighs x264's speed presets (``Settings.x264_preset``) at the same CRF: the
+encode's CPU seconds (this process, every thread) and the file size, against ``veryfast`` (the
+small-machine default), on two contents: uniform noise (what the tiny random-weight models
+output; every coefficient costs bits) and moving gradients with mild grain (closer to video).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import struct
 import subprocess
 import sys
@@ -95,6 +101,42 @@ def run_ffmpeg(cmd: list[str], frames: np.ndarray) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far, every thread (the encoder's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_presets(args: argparse.Namespace, tmpdir: Path) -> None:
+    """x264 presets at the same CRF: CPU seconds and bytes, each against ``veryfast``."""
+    rng = np.random.default_rng(1)
+    contents = {
+        "noise (the tiny models' output)": rng.integers(
+            0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8
+        ),
+        "gradients + grain": make_frames(args.frames, args.height, args.width),
+    }
+    audio = make_audio(args.frames / FPS)
+    for content, frames in contents.items():
+        sizes: dict[str, int] = {}
+
+        def run(preset: str, frames: np.ndarray = frames, sizes: dict[str, int] = sizes) -> float:
+            path = tmpdir / f"{preset}.mp4"
+            before = cpu_seconds()
+            encode_video(path, frames, FPS, audio, SAMPLE_RATE, VideoFormat.MP4, args.quality, preset)
+            sizes[preset] = path.stat().st_size
+            return cpu_seconds() - before
+
+        print(f"\n[{content}] MP4, quality {args.quality}: encode CPU seconds, A = veryfast")
+        for preset in ("superfast", "ultrafast"):
+            cmp = method.compare(
+                ("veryfast", lambda: run("veryfast")), (preset, lambda p=preset: run(p)), pairs=args.pairs
+            )
+            print(cmp.report())
+            ratio = sizes[preset] / sizes["veryfast"]
+            print(f"  bytes: veryfast {sizes['veryfast']}, {preset} {sizes[preset]} ({ratio:.2f}x)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,7 +149,13 @@ def main() -> int:
     parser.add_argument(
         "--formats", nargs="+", default=["MP4", "WEBM"], choices=[f.value for f in VideoFormat]
     )
+    parser.add_argument("--presets", action="store_true", help="x264 presets (CPU, bytes) instead")
     args = parser.parse_args()
+    if args.presets:
+        method.header(None, "x264 threads 0 = auto, as in service; CPU time counts every thread")
+        with tempfile.TemporaryDirectory(prefix="ltxserve-bench-") as tmp:
+            bench_presets(args, Path(tmp))
+        return 0
     method.header(None, "both encoders use every core (threads 0 = auto), as in service")
 
     frames = make_frames(args.frames, args.height, args.width)
