@@ -213,7 +213,7 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
 POLL_S = 0.1
 
 
-def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1) -> None:
+def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: str = "auto") -> None:
     """End to end (submit -> success, as the client polls) minus the model's own time (transformer
     + VAE decode, measured inside the same task): everything else the user waits for, the file
     encode included. A = encode after generation, B = encode streamed while decoding."""
@@ -232,6 +232,7 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1) -> None:
         max_sequence_length=64,
         log_level="WARNING",
         progress_interval_s=0.5,
+        x264_preset=x264,
     )
     engine = Engine.load(settings)
     model_seconds: list[float] = []
@@ -279,7 +280,7 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1) -> None:
             pass
     print(
         f"\nservice overhead, {preset} model, 768x512, 4 s at 24 fps, 20 steps, CFG 4; x264 preset "
-        f"{x264_preset()}; overhead = end to end - (transformer + VAE decode) of the same task"
+        f"{x264_preset(choice=x264)}; overhead = end to end - (transformer + VAE decode) of the same task"
     )
     print(cmp.report())
     method.record(
@@ -299,6 +300,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=method.DEFAULT_PAIRS)
     parser.add_argument("--presets", default="tiny,mid", help="models of the overhead run")
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded pairs first (overhead run)")
+    parser.add_argument("--x264-preset", default="auto", help="Settings.x264_preset of the overhead run")
     parser.add_argument("--skip", default="", help="polling,overhead")
     args = parser.parse_args()
     threads = method.pin_threads()
@@ -308,7 +310,7 @@ def main() -> None:
             bench_polling(args.seconds, [int(c) for c in args.concurrency.split(",")], Path(tmp), args.pairs)
         if "overhead" not in args.skip:
             for preset in args.presets.split(","):
-                bench_overhead(Path(tmp), args.pairs, preset, args.warmup)
+                bench_overhead(Path(tmp), args.pairs, preset, args.warmup, args.x264_preset)
 
 
 if __name__ == "__main__":
