@@ -1,4 +1,10 @@
-"""Blobs as files under one directory (the embedded default)."""
+"""Blobs as files under one directory (the embedded default).
+
+A put is atomic and durable: the data goes to a ``.part`` file beside the target, is fsynced, is
+renamed into place, and the directory is fsynced. Readers never see a half-written file, and a
+power loss after a put returned (after the task row says its output or step checkpoint is stored)
+cannot leave an empty or truncated file behind the rename.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +38,24 @@ class LocalBlobStore:
     def _copy(src: Path, dst: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)  # readers never see a half-written file
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, CHUNK)
+            fout.flush()
+            os.fsync(fout.fileno())
+        _publish(tmp, dst)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        """Write to a ``.part`` file beside the target, then rename it into place."""
+        """Write to a ``.part`` file beside the target, fsync it, then rename it into place."""
         dst = self._path(key)
 
         def write() -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(dst.name + ".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            _publish(tmp, dst)
 
         await asyncio.to_thread(write)
 
@@ -101,3 +113,14 @@ class LocalBlobStore:
         """Raise unless the storage directory is writable."""
         if not os.access(self.root, os.W_OK):
             raise OSError(f"storage directory {self.root} is not writable")
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    """Rename the synced ``tmp`` over ``dst`` (readers never see a half-written file), then fsync
+    the directory so that the rename itself survives a power loss."""
+    os.replace(tmp, dst)
+    fd = os.open(dst.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -70,8 +70,12 @@ def checkpoint_key(task_id: str, attempt: int) -> str:
 
 
 async def delete_checkpoints(blobs: BlobStore, task_id: str, attempts: int) -> None:
-    """Remove the step checkpoints of an ended task (failures logged: they only cost space)."""
-    for attempt in range(1, attempts + 1):
+    """Remove the step checkpoints of an ended task (failures logged: they only cost space).
+
+    ``attempts`` is the task's count; the object after it is removed too: a preempted attempt is
+    given back uncounted (``release(refund_attempt=True)``), so its state carries the number
+    after the count of a task that waits for its next claim."""
+    for attempt in range(1, attempts + 2):
         key = checkpoint_key(task_id, attempt)
         try:
             await blobs.delete(key)
@@ -351,6 +355,9 @@ class Service:
         task = await self._own_task(key, task_uuid, "taskCancel")
         updated = await self.store.tasks.request_cancel(task.id)
         if updated is not None and updated.status == TaskStatus.CANCELLED:
+            # cancelled while queued: no worker ends it, so its checkpoints (a preempted or a
+            # crashed attempt's) go now
+            await delete_checkpoints(self.blobs, updated.id, updated.attempts)
             await self.publish_results(updated)
         elif updated is not None and updated.status not in TERMINAL:
             await self.bus.publish(TaskEvent(updated.id, CANCEL_EVENT))  # the worker stops at once
