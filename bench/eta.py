@@ -1,6 +1,6 @@
 """ETA error on a mixed workload: the estimate a client sees when it submits vs the real finish.
 
-    python bench/eta.py [--preset tiny] [--warmup 6] [--jobs 12]
+    python bench/eta.py [--preset tiny] [--warmup 6] [--jobs 12] [--shuffle SEED]
 
 An embedded server (real HTTP, one worker) first runs ``--warmup`` tasks of the mix to calibrate
 its rates (the cost model of ``ltxserve.service.eta``, as a fresh deployment would after its
@@ -8,13 +8,15 @@ first tasks). Then ``--jobs`` tasks of the mix (sizes, durations, steps, guidanc
 numberResults 1-2) are submitted at once; right after submission each task's ``etaSeconds`` is
 read from ``getResponse``, and its actual finish is taken from polling. Printed: per task the
 estimate, the actual time and the error, then the median and the spread of the absolute error
-relative to the actual time (target: median <= 20%).
+relative to the actual time (target: median <= 20%). ``--shuffle SEED`` draws the warm-up and
+the batch from the mix in another order (a check that the model does not fit one sequence).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--shuffle", type=int, default=None, metavar="SEED", help="another mix order")
     args = parser.parse_args()
     threads = method.pin_threads(args.threads)
     method.header(threads, f"model {args.preset}")
@@ -70,12 +73,18 @@ def main() -> None:
         live = next(gen)
         try:
             # 1. calibrate on the same mix (each kind once, then repeats)
-            for i in range(args.warmup):
-                task = video_task(**MIX[i % len(MIX)], seed=1000 + i)
+            warmup = [MIX[i % len(MIX)] for i in range(args.warmup)]
+            batch = [MIX[(i * 3) % len(MIX)] for i in range(args.jobs)]
+            if args.shuffle is not None:
+                draw = random.Random(args.shuffle)
+                warmup = [draw.choice(MIX) for _ in warmup]
+                batch = [draw.choice(MIX) for _ in batch]
+            for i, kind in enumerate(warmup):
+                task = video_task(**kind, seed=1000 + i)
                 assert live.post([task]).status_code == 200
                 live.wait(task["taskUUID"], timeout=3600)
             # 2. the measured batch: all queued at once
-            tasks = [video_task(**MIX[(i * 3) % len(MIX)], seed=i) for i in range(args.jobs)]
+            tasks = [video_task(**kind, seed=i) for i, kind in enumerate(batch)]
             t0 = time.monotonic()
             assert live.post(tasks).status_code == 200
             estimates = {}

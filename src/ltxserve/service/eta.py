@@ -1,25 +1,40 @@
 """Queue position and estimated finish time: a cost model calibrated from measured runs.
 
-A task's cost is two work counts, each multiplied by a rate measured on the workers:
+A task's cost is counted in three units, each multiplied by a rate measured on the workers:
 
-* ``denoise``: steps x transformer tokens (video latents + audio latents) x guidance passes
-  (2 under classifier-free guidance) x results, with the steps and guidance the preset actually
-  runs (a distilled model runs 8 steps without guidance whatever was asked). Two-stage refine
-  steps are not counted separately: the measured rate absorbs them.
-* ``pixels``: output pixels x frames x results: the decode, encode and store that follow,
+* ``denoise``: steps x transformer tokens x guidance passes (2 under classifier-free guidance)
+  x results, with the steps and guidance the preset actually runs (a distilled model runs 8
+  steps without guidance whatever was asked) and the latents the engine makes: the generated
+  ``8k + 1`` frames (``engine.planning``), and audio latents for those frames' duration. Two-stage
+  refine steps are not counted separately: the measured rate absorbs them.
+* ``steps``: a fixed cost per denoising step whatever its size (scheduler, guidance, launches;
+  every row of a step, results and passes, goes in one call: ``batch_results``). It is most of a
+  small job's denoising: a tiny-model step costs 6 ms + 12 us per token row (CPU, one thread),
+  a mid-model step about 1 ms per row and nothing fixed; a per-token rate alone was 3.5x off
+  between the benchmark's kinds on the tiny model.
+* ``pixels``: pixels x generated frames x results: the decode, encode and store that follow,
   plus a fixed overhead per task (claim, text encoding, database and store round trips).
 
 Each worker measures its tasks (denoise seconds from the engine's timings, the rest of the attempt
-for the pixels part) and keeps an exponential moving average of the denoise rate and a
-least-squares line (pixel rate and overhead) over its last tasks, per model; it persists them in
-the blob store (``calibration/<model>.json``, one entry per worker host), so
-they survive restarts and every API node reads the same figures. Before any measurement a
-conservative prior is used.
+for the pixels part) and keeps its last ``HISTORY`` measurements per model. Both parts are lines
+fitted by Theil-Sen (the median of the pairwise slopes, then the median intercept): seconds per
+step against token rows per step (the intercept is the step cost), and rest seconds against
+pixels (the intercept is the per-task overhead). Medians, because one slow task must not skew
+every estimate after it: the first task of a process pays one-off costs (lazy imports,
+allocator and thread-pool warm-up), 10-30x its later runs in wall time on CPU, and an average
+seeded with it overestimated every queued task (+2% to +46% in ``bench/eta.py``); that first
+task is not recorded at all (``Worker.cold``). A size's first run is slow too (on CPU the audio
+decoder's first run at a new length takes seconds); while such runs are a minority of the
+history, the medians pass over them. The figures are persisted in the blob store
+(``calibration/<model>.json``, one entry per worker host), so they survive restarts and every
+API node reads the same. Before any measurement a conservative prior is used.
 
 A queued task's position is the number of queued tasks accepted before it, plus one. Its
 estimated start is when the running tasks' remaining work and the queued work ahead of it
 would be done by the workers now busy (all of them are when a task waits); its finish adds its own
-estimate. A running task finishes after ``(1 - progress) x`` its estimate.
+estimate. ``progress`` counts denoising steps only (it stays at 99% while the files are decoded,
+encoded and stored), so a running task has ``(1 - progress) x`` its denoise estimate left plus
+all of its pixels part.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -35,41 +51,58 @@ from typing import Any
 
 from ltxserve.blobs.base import BlobNotFound, BlobStore
 from ltxserve.config import Settings
+from ltxserve.engine.planning import plan_frames
 from ltxserve.logs import get_logger
 from ltxserve.presets import ModelPreset
 
 log = get_logger(__name__)
 
-SPATIAL, TEMPORAL, AUDIO_TOKENS_PER_SECOND = 32, 8, 25
+SPATIAL, TEMPORAL, AUDIO_TOKENS_PER_SECOND = 32, 8, 25  # LTX-2's VAEs (audio: 16 kHz / 160 / 4)
 #: Rates before any measurement (CPU, tiny model scale; deliberately pessimistic).
 PRIOR_DENOISE = 2e-5  # seconds per (step x token x pass)
 PRIOR_PIXELS = 2e-7  # seconds per output pixel-frame
-EMA = 0.3  # weight of the newest measurement (denoise rate)
-HISTORY = 20  # recent tasks the pixels-and-overhead line is fitted to
+HISTORY = 20  # recent tasks the rates are taken from
 READ_CACHE_S = 10.0
 
 
 @dataclass(frozen=True)
 class Work:
-    """The two work counts of one task (or of what is left of it)."""
+    """The work counts of one task."""
 
-    denoise: float
-    pixels: float
+    denoise: float  # steps x tokens x passes x results
+    pixels: float  # pixels x generated frames x results
+    steps: float = 1.0  # denoising steps (one transformer call each)
 
     def seconds(self, rates: Rates) -> float:
         """Estimated seconds of this work at ``rates``."""
-        return self.denoise * rates.denoise + self.pixels * rates.pixels + rates.overhead
+        return self.denoise_seconds(rates) + self.rest_seconds(rates)
+
+    def denoise_seconds(self, rates: Rates) -> float:
+        return self.denoise * rates.denoise + self.steps * rates.step
+
+    def rest_seconds(self, rates: Rates) -> float:
+        """Everything but the denoising: decode, encode, store, and the per-task overhead."""
+        return self.pixels * rates.pixels + rates.overhead
+
+    def remaining(self, rates: Rates, progress: float) -> float:
+        """Estimated seconds left at ``progress`` percent (of the denoising steps: the decode,
+        encode and store come after the last step)."""
+        left = max(0.0, 1.0 - progress / 100.0)
+        return self.denoise_seconds(rates) * left + self.rest_seconds(rates)
 
 
 @dataclass
 class Rates:
-    """Seconds per unit of work, as measured (EMA) on one worker for one model."""
+    """Seconds per unit of work, as measured on one worker for one model (lines fitted to
+    ``history``)."""
 
     denoise: float = PRIOR_DENOISE
     pixels: float = PRIOR_PIXELS
     samples: int = 0
     overhead: float = 0.0  # seconds per task whatever its size (claim, text encoding, stores)
-    history: list[list[float]] = field(default_factory=list)  # recent (pixels, rest seconds)
+    step: float = 0.0  # seconds per denoising step whatever its size
+    #: recent tasks: (denoise work, steps, denoise seconds, pixels, rest seconds)
+    history: list[list[float]] = field(default_factory=list)
 
 
 def task_work(request: dict[str, Any], preset: ModelPreset) -> Work:
@@ -78,13 +111,13 @@ def task_work(request: dict[str, Any], preset: ModelPreset) -> Work:
     duration, fps = int(request.get("duration", 5)), int(request.get("fps", 25))
     results = int(request.get("numberResults", 1))
     sampling = preset.sampling(int(request.get("steps", 40)), float(request.get("CFGScale", 4.0)))
-    frames = duration * fps
-    latent_frames = (frames + TEMPORAL - 2) // TEMPORAL + 1  # 8k+1 frames cover the clip
-    tokens = latent_frames * (width // SPATIAL) * (height // SPATIAL) + AUDIO_TOKENS_PER_SECOND * duration
-    passes = sampling.passes
+    plan = plan_frames(duration, fps, TEMPORAL)
+    audio = round(plan.generated_frames / fps * AUDIO_TOKENS_PER_SECOND)  # as the pipeline sizes it
+    tokens = plan.latent_frames * (width // SPATIAL) * (height // SPATIAL) + audio
     return Work(
-        denoise=float(sampling.steps * tokens * passes * results),
-        pixels=float(width * height * frames * results),
+        denoise=float(sampling.steps * tokens * sampling.passes * results),
+        pixels=float(width * height * plan.generated_frames * results),
+        steps=float(sampling.steps),
     )
 
 
@@ -125,6 +158,7 @@ class Calibration:
             sum(r.pixels for r in measured) / n,
             sum(r.samples for r in measured),
             sum(r.overhead for r in measured) / n,
+            sum(r.step for r in measured) / n,
         )
 
     async def record(self, work: Work, denoise_s: float, rest_s: float) -> Rates:
@@ -132,11 +166,13 @@ class Calibration:
         async with self._lock:
             entries = dict(await self.load(fresh=True))
             mine = entries.get(self.worker, Rates())
-            new_d = denoise_s / work.denoise if work.denoise > 0 else mine.denoise
-            denoise = new_d if mine.samples == 0 else (1 - EMA) * mine.denoise + EMA * new_d
-            history = [*mine.history, [work.pixels, rest_s]][-HISTORY:]
-            pixels, overhead = fit_line(history)
-            mine = Rates(denoise, pixels, mine.samples + 1, overhead, history)
+            point = [work.denoise, work.steps, denoise_s, work.pixels, rest_s]
+            # (entries of another layout, from an older version, are dropped)
+            history = [*(p for p in mine.history if len(p) == len(point)), point][-HISTORY:]
+            per_step = [[d / n, s / n] for d, n, s, _, _ in history if d > 0 and n > 0]
+            denoise, step = fit_line(per_step, PRIOR_DENOISE)
+            pixels, overhead = fit_line([[p, r] for _, _, _, p, r in history], PRIOR_PIXELS)
+            mine = Rates(denoise, pixels, mine.samples + 1, overhead, step, history)
             entries[self.worker] = mine
             body = json.dumps({w: asdict(r) for w, r in entries.items()}).encode()
             await self.blobs.put_bytes(self.key, body, "application/json")
@@ -169,7 +205,7 @@ def estimate_all(entries: list[QueueEntry], rates: Rates) -> dict[str, Estimate]
     out: dict[str, Estimate] = {}
     backlog = 0.0
     for e in running:
-        left = e.work.seconds(rates) * max(0.0, 1.0 - e.progress / 100.0)
+        left = e.work.remaining(rates, e.progress)
         out[e.id] = Estimate(None, left)
         backlog += left
     for i, e in enumerate(queued):
@@ -183,7 +219,7 @@ def estimate_all(entries: list[QueueEntry], rates: Rates) -> dict[str, Estimate]
 def start_seconds(entries: list[QueueEntry], rates: Rates) -> float:
     """When a task submitted now would start: all running and queued work before it."""
     running = [e for e in entries if e.status == "running"]
-    backlog = sum(e.work.seconds(rates) * max(0.0, 1.0 - e.progress / 100.0) for e in running)
+    backlog = sum(e.work.remaining(rates, e.progress) for e in running)
     backlog += queued_seconds(entries, rates)
     return backlog / max(1, len(running))
 
@@ -193,19 +229,21 @@ def queued_seconds(entries: list[QueueEntry], rates: Rates) -> float:
     return sum(e.work.seconds(rates) for e in entries if e.status == "queued")
 
 
-def fit_line(points: list[list[float]]) -> tuple[float, float]:
-    """Least squares ``rest = slope x pixels + overhead`` over recent tasks, both >= 0 (a plain
-    ratio while the sizes do not vary enough to tell the two apart)."""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    n = len(points)
-    mx, my = sum(xs) / n, sum(ys) / n
-    var = sum((x - mx) ** 2 for x in xs)
-    if n >= 3 and var > 0:
-        slope = sum((x - mx) * (y - my) for x, y in points) / var
-        overhead = my - slope * mx
-        if slope > 0 and overhead >= 0:
+def fit_line(points: list[list[float]], prior: float) -> tuple[float, float]:
+    """Theil-Sen ``y = slope x x + intercept`` over recent tasks, both >= 0: the median of the
+    pairwise slopes, then the median intercept, so a few slow outliers (a cold first run, a busy
+    neighbour) move neither. A plain median ratio while the sizes do not vary enough (fewer than
+    3 tasks, or one size) to tell the two apart; ``prior`` without any point."""
+    slopes = [
+        (y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1 :] if x2 != x1
+    ]
+    if len(points) >= 3 and slopes:
+        slope = max(0.0, statistics.median(slopes))
+        overhead = statistics.median(y - slope * x for x, y in points)
+        if overhead >= 0:
             return slope, overhead
-    return (sum(ys) / sum(xs) if sum(xs) > 0 else PRIOR_PIXELS), 0.0
+    ratios = [y / x for x, y in points if x > 0]
+    return (statistics.median(ratios) if ratios else prior), 0.0
 
 
 def wire_fields(estimate: Estimate) -> dict[str, Any]:

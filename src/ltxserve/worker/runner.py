@@ -66,6 +66,9 @@ class Worker:
         self.overlap = worker_overlap(settings, engine)
         self._finishing: set[asyncio.Task[None]] = set()
         self.runs_in_hand: list[_TaskRun] = []
+        # The first task pays one-off costs (lazy imports, allocator growth, kernel selection,
+        # first text encoding): up to 50x a later run on CPU, so it is no ETA calibration sample.
+        self.cold = True
 
     def wake(self) -> None:
         self.queue.wake()
@@ -365,7 +368,7 @@ class _TaskRun:
         loop = asyncio.get_running_loop()
         self.progress = _Progress(worker, task, loop, done=len(task.results) - len(self.pending))
         self.work = eta.task_work(task.request, worker.settings.preset())
-        self.progress.seconds = self.work.seconds(await worker.service.calibration.rates())
+        self.progress.estimate = (self.work, await worker.service.calibration.rates())
         self.fresh = len(self.pending) == len(task.results)  # a whole run: a calibration sample
         if worker.settings.stream_encode:
             self.sink = _EncodeSink(
@@ -541,22 +544,33 @@ class _TaskRun:
 
     async def _calibrate(self) -> None:
         """A whole, fresh run measures this worker's rates for the ETA model (``service.eta``)."""
+        cold, self.worker.cold = self.worker.cold, False
         if not self.fresh or self.work is None or self.denoise_s <= 0:
             return
         total = time.perf_counter() - self.started
+        if cold:
+            self.blog.info("first task of this worker: no calibration sample", seconds=round(total, 3))
+            return
+        rest_s = max(total - self.denoise_s, 0.0)
         try:
-            rates = await self.worker.service.calibration.record(
-                self.work, self.denoise_s, max(total - self.denoise_s, 0.0)
-            )
+            rates = await self.worker.service.calibration.record(self.work, self.denoise_s, rest_s)
         except Exception as exc:
             self.blog.warning("calibration not stored", error=repr(exc))
             return
+        # measured vs estimated parts (the estimate this task was given when it started)
+        used = self.progress.estimate[1] if self.progress and self.progress.estimate else rates
         self.blog.info(
             "calibration updated",
+            denoise_s=round(self.denoise_s, 3),
+            estimated_denoise_s=round(self.work.denoise_seconds(used), 3),
+            rest_s=round(rest_s, 3),
+            estimated_rest_s=round(self.work.rest_seconds(used), 3),
+            estimate_error=round(self.work.seconds(used) / max(total, 1e-9) - 1, 3),
             denoise_rate=f"{rates.denoise:.3g}",
+            step_s=f"{rates.step:.3g}",
             pixel_rate=f"{rates.pixels:.3g}",
+            overhead_s=round(rates.overhead, 3),
             samples=rates.samples,
-            estimate_error=round(total / max(self.work.seconds(rates), 1e-9) - 1, 3),
         )
 
     async def _end_checkpoints(self, error: BaseException | None) -> None:
@@ -627,7 +641,7 @@ class _Progress:
         self.done_results = done
         self.last = 0.0
         self.floor = task.progress or 0.0  # a resumed task never shows less than it had shown
-        self.seconds = 0.0  # the task's estimated run time (service.eta), for etaSeconds
+        self.estimate: tuple[eta.Work, eta.Rates] | None = None  # for etaSeconds (service.eta)
         # Updates run one at a time, in the order they were made: two in flight could otherwise
         # write and push out of order (a later, lower percentage overtaking a higher one).
         self._order = asyncio.Lock()
@@ -658,7 +672,9 @@ class _Progress:
                     {
                         "taskUUID": self.task.task_uuid,
                         "progress": round(pct),
-                        "etaSeconds": round(self.seconds * (1 - pct / 100), 1),
+                        "etaSeconds": round(self.estimate[0].remaining(self.estimate[1], pct), 1)
+                        if self.estimate is not None
+                        else 0.0,
                     },
                 )
             )
