@@ -13,6 +13,8 @@ rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
 # This machine's CA bundle: package indexes reached through a TLS-inspecting proxy verify in the
 # build too (pip reads PIP_CERT).
 cp /etc/ssl/certs/ca-certificates.crt "$ROOTFS"/etc/ssl/certs/ca-certificates.crt
-tar -C "$ROOTFS" -c . | podman --storage-driver vfs import --change 'CMD ["/bin/bash"]' \
+# Storage driver: podman's default (native overlay on ext4/xfs); PODMAN_STORAGE_DRIVER=vfs where
+# overlay mounts are refused (vfs copies the whole rootfs for every layer: GBs, slow).
+tar -C "$ROOTFS" -c . | podman --storage-driver "${PODMAN_STORAGE_DRIVER:-overlay}" import --change 'CMD ["/bin/bash"]' \
     --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - "$TAG"
 echo "$TAG"
