@@ -207,9 +207,29 @@ def run_client(
 ) -> ClientRun:
     """Run ``client``'s scenarios (``only``: a subset; runware-sdk's script honours it) from
     ``request`` (default ``BASE_REQUEST``)."""
+    document, seconds = run_client_script(
+        client, python, server.settings.port, server.key, image, out_dir, timeout, request, only
+    )
+    return ClientRun(client, server, document, out_dir, image, seconds)
+
+
+def run_client_script(
+    client: Client,
+    python: Path,
+    port: int,
+    key: str,
+    image: Path,
+    out_dir: Path,
+    timeout: float = 240,
+    request: dict[str, Any] | None = None,
+    only: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], float]:
+    """Run ``client``'s script against the server on 127.0.0.1:``port`` with API key ``key``
+    (any server: in-process, a subprocess or a container); returns its JSON document and the
+    seconds it took."""
     scheme = "http" if client.transport == "rest" else "ws"
     config = {
-        "url": f"{scheme}://127.0.0.1:{server.settings.port}/v1",
+        "url": f"{scheme}://127.0.0.1:{port}/v1",
         "transport": client.transport,
         "image": str(image),
         "out_dir": str(out_dir),
@@ -220,7 +240,7 @@ def run_client(
     }
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(
-        RUNWARE_API_KEY=server.key,
+        RUNWARE_API_KEY=key,
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
         # runware 0.5.24: wait 3 s (not 30) for each poll's answer, 0.5 s between polls, and
@@ -250,4 +270,4 @@ def run_client(
         document = json.loads(proc.stdout)
     except ValueError:
         pytest.fail(f"{client.id} printed no JSON document:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return ClientRun(client, server, document, out_dir, image, seconds)
+    return document, seconds
