@@ -196,6 +196,11 @@ def test_images_run_unprivileged_with_healthchecks(images: dict[str, Image]) -> 
             "id -u; command -v pip gcc cc || true",
         ).stdout.split()  # fmt: skip
         assert probe == ["10001"], (image.tag, probe)
+        # the source's layer is small (a code change ships it alone), the venv's holds the rest
+        layers = json.loads(podman("history", "--format", "json", image.tag).stdout)
+        (app,) = [layer["size"] for layer in layers if layer["CreatedBy"].strip().endswith("in /opt/app")]
+        (venv,) = [layer["size"] for layer in layers if layer["CreatedBy"].strip().endswith("in /opt/venv")]
+        assert app < 50e6 < venv, (image.tag, app, venv)
 
 
 def test_one_task_through_the_built_stack(stack: Stack, tmp_path: Path) -> None:
