@@ -164,3 +164,31 @@ def test_resume_with_the_step_cache_on(engine: Engine) -> None:
         assert_same(baseline, out)
     finally:
         engine.settings.step_cache_every = 0
+
+
+@pytest.fixture(scope="module")
+def mid_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The mid-size random-weight model (8 transformer blocks of width 512, a wider VAE): noise."""
+    from ltxserve.engine.tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path_factory.mktemp("models") / "mid-ltx2", "mid")
+    return Engine.load(
+        Settings(data_dir=tmp_path_factory.mktemp("data"), model_path=str(model), max_sequence_length=64)
+    )
+
+
+def test_mid_model_resumes_exactly_mid_denoise_and_before_decode(mid_engine: Engine) -> None:
+    job = replace(JOB, steps=4)
+    baseline = mid_engine.generate(job)
+    out, states = record(mid_engine, job)
+    assert_same(baseline, out)
+    assert [(s.stage, s.step, s.finished) for s in states] == [
+        (1, 1, False),
+        (1, 2, False),
+        (1, 3, False),
+        (1, 0, True),
+    ]
+    for state in (states[1], states[-1]):
+        out, seen = resumed(mid_engine, job, state)
+        assert_same(baseline, out)
+        assert seen[0] == state.progress
