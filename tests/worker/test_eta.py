@@ -128,6 +128,40 @@ def test_one_slow_task_does_not_skew_the_rates(tmp_path: Path) -> None:
         assert w.seconds(rates) == pytest.approx(sum(steady(w)))
 
 
+def test_first_runs_of_a_shape_count_until_three_warm_runs_exist(tmp_path: Path) -> None:
+    """A shape's first run on a worker pays one-off costs (here 3x): the rates come from the warm
+    runs once there are three of them, however many cold ones there were."""
+    blobs = LocalBlobStore(tmp_path)
+    works = [eta.Work(2000.0 * k, 1e6 * k, 8) for k in (1, 2, 3, 4)]
+
+    def steady(w: eta.Work) -> tuple[float, float]:
+        return 1e-5 * w.denoise + 0.01 * w.steps, 1e-6 * w.pixels + 0.5
+
+    async def run() -> list[eta.Rates]:
+        cal = eta.Calibration(blobs, "m", worker="a")
+        seen = []
+        for w in works:  # each shape's first run: cold
+            d, r = steady(w)
+            seen.append(await cal.record(w, 3 * d, 3 * r, cold=True))
+        for w in works[:3]:  # then warm runs
+            seen.append(await cal.record(w, *steady(w)))
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen[3].pixels == pytest.approx(3e-6)  # only cold runs so far: they are what there is
+    assert seen[5].pixels > 1.1e-6  # two warm runs: not yet enough to leave the cold ones out
+    rates = seen[6]
+    assert (rates.denoise, rates.step) == pytest.approx((1e-5, 0.01))
+    assert (rates.pixels, rates.overhead) == pytest.approx((1e-6, 0.5))
+
+
+def test_shapes_tell_runs_with_new_tensors_apart() -> None:
+    base = {"width": 256, "height": 128, "duration": 1, "fps": 16, "steps": 10, "CFGScale": 1.0}
+    assert eta.shape({**base, "steps": 20, "seed": 3}, DEV) == eta.shape(base, DEV)  # same tensors
+    for change in ({"width": 384}, {"duration": 2}, {"fps": 24}, {"numberResults": 2}, {"CFGScale": 4.0}):
+        assert eta.shape({**base, **change}, DEV) != eta.shape(base, DEV)
+
+
 def test_rest_line_fit() -> None:
     line = [[x, 2e-6 * x + 0.3] for x in (1e6, 2e6, 3e6, 5e6)]
     assert eta.fit_line(line, 1.0) == pytest.approx((2e-6, 0.3))
@@ -145,7 +179,7 @@ def test_a_calibration_file_of_the_old_format_is_read(tmp_path: Path) -> None:
     asyncio.run(blobs.put_bytes("calibration/m.json", json.dumps(old).encode(), "application/json"))
     cal = eta.Calibration(blobs, "m", worker="a")
     mine = asyncio.run(cal.record(eta.Work(100.0, 100.0), denoise_s=1.0, rest_s=1.0))
-    assert mine.history == [[100.0, 1.0, 1.0, 100.0, 1.0]]
+    assert mine.history == [[100.0, 1.0, 1.0, 100.0, 1.0, 0.0]]
     assert mine.denoise == pytest.approx(0.01)
     assert mine.samples == 4
 

@@ -23,9 +23,10 @@ pixels (the intercept is the per-task overhead). Medians, because one slow task 
 every estimate after it: the first task of a process pays one-off costs (lazy imports,
 allocator and thread-pool warm-up), 10-30x its later runs in wall time on CPU, and an average
 seeded with it overestimated every queued task (+2% to +46% in ``bench/eta.py``); that first
-task is not recorded at all (``Worker.cold``). A size's first run is slow too (on CPU the audio
-decoder's first run at a new length takes seconds); while such runs are a minority of the
-history, the medians pass over them. The figures are persisted in the blob store
+task is not recorded at all (``Worker.cold``). A shape's first run on a worker is slow too (on
+CPU the audio decoder's first run at a new length took 2-5 s instead of 0.1-0.5 s): such runs
+are recorded as cold (``shape``), and the lines are fitted to the warm runs once there are 3 of
+them (to all runs before that). The figures are persisted in the blob store
 (``calibration/<model>.json``, one entry per worker host), so they survive restarts and every
 API node reads the same. Before any measurement a conservative prior is used.
 
@@ -101,8 +102,16 @@ class Rates:
     samples: int = 0
     overhead: float = 0.0  # seconds per task whatever its size (claim, text encoding, stores)
     step: float = 0.0  # seconds per denoising step whatever its size
-    #: recent tasks: (denoise work, steps, denoise seconds, pixels, rest seconds)
+    #: recent tasks: (denoise work, steps, denoise seconds, pixels, rest seconds, cold 0/1)
     history: list[list[float]] = field(default_factory=list)
+
+
+def shape(request: dict[str, Any], preset: ModelPreset) -> str:
+    """What makes a run's tensors new to a worker (its first run of one pays one-off costs): the
+    frame size, the clip (frames and audio length), the rows (results and guidance passes)."""
+    sampling = preset.sampling(int(request.get("steps", 40)), float(request.get("CFGScale", 4.0)))
+    fields = ("width", "height", "duration", "fps", "numberResults")
+    return "/".join(str(request.get(f, "")) for f in fields) + f"/{sampling.passes}"
 
 
 def task_work(request: dict[str, Any], preset: ModelPreset) -> Work:
@@ -161,17 +170,20 @@ class Calibration:
             sum(r.step for r in measured) / n,
         )
 
-    async def record(self, work: Work, denoise_s: float, rest_s: float) -> Rates:
-        """Fold one measured task into this worker's rates and persist them."""
+    async def record(self, work: Work, denoise_s: float, rest_s: float, cold: bool = False) -> Rates:
+        """Fold one measured task into this worker's rates and persist them (``cold``: the
+        worker's first run of its shape)."""
         async with self._lock:
             entries = dict(await self.load(fresh=True))
             mine = entries.get(self.worker, Rates())
-            point = [work.denoise, work.steps, denoise_s, work.pixels, rest_s]
+            point = [work.denoise, work.steps, denoise_s, work.pixels, rest_s, float(cold)]
             # (entries of another layout, from an older version, are dropped)
             history = [*(p for p in mine.history if len(p) == len(point)), point][-HISTORY:]
-            per_step = [[d / n, s / n] for d, n, s, _, _ in history if d > 0 and n > 0]
+            warm = [p for p in history if not p[5]]
+            fitted = warm if len(warm) >= 3 else history
+            per_step = [[d / n, s / n] for d, n, s, *_ in fitted if d > 0 and n > 0]
             denoise, step = fit_line(per_step, PRIOR_DENOISE)
-            pixels, overhead = fit_line([[p, r] for _, _, _, p, r in history], PRIOR_PIXELS)
+            pixels, overhead = fit_line([[p, r] for *_, p, r, _ in fitted], PRIOR_PIXELS)
             mine = Rates(denoise, pixels, mine.samples + 1, overhead, step, history)
             entries[self.worker] = mine
             body = json.dumps({w: asdict(r) for w, r in entries.items()}).encode()

@@ -69,6 +69,7 @@ class Worker:
         # The first task pays one-off costs (lazy imports, allocator growth, kernel selection,
         # first text encoding): up to 50x a later run on CPU, so it is no ETA calibration sample.
         self.cold = True
+        self.shapes: set[str] = set()  # shapes run here (service.eta.shape): the first is cold
 
     def wake(self) -> None:
         self.queue.wake()
@@ -545,6 +546,9 @@ class _TaskRun:
     async def _calibrate(self) -> None:
         """A whole, fresh run measures this worker's rates for the ETA model (``service.eta``)."""
         cold, self.worker.cold = self.worker.cold, False
+        shape = eta.shape(self.task.request, self.worker.settings.preset())
+        new_shape = shape not in self.worker.shapes
+        self.worker.shapes.add(shape)
         if not self.fresh or self.work is None or self.denoise_s <= 0:
             return
         total = time.perf_counter() - self.started
@@ -553,7 +557,9 @@ class _TaskRun:
             return
         rest_s = max(total - self.denoise_s, 0.0)
         try:
-            rates = await self.worker.service.calibration.record(self.work, self.denoise_s, rest_s)
+            rates = await self.worker.service.calibration.record(
+                self.work, self.denoise_s, rest_s, cold=new_shape
+            )
         except Exception as exc:
             self.blog.warning("calibration not stored", error=repr(exc))
             return
@@ -571,6 +577,7 @@ class _TaskRun:
             pixel_rate=f"{rates.pixels:.3g}",
             overhead_s=round(rates.overhead, 3),
             samples=rates.samples,
+            new_shape=new_shape,
         )
 
     async def _end_checkpoints(self, error: BaseException | None) -> None:
