@@ -108,6 +108,10 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
         "LTXSERVE_PORT": str(port),
         "LTXSERVE_LOG_LEVEL": "WARNING",
         "LTXSERVE_MAX_SEQUENCE_LENGTH": "64",
+        # every poller comes from this one address, as behind a reverse proxy: the per-client cap
+        # (64 by default, a hardening limit) would refuse the 200-poller level's connections (and
+        # the ones of the previous run still closing)
+        "LTXSERVE_MAX_CONNECTIONS_PER_CLIENT": str(4 * max(levels)),
     }
     key_out = subprocess.run(
         [sys.executable, "-m", "ltxserve.cli", "keys", "create", "--name", "bench"],
