@@ -59,12 +59,17 @@ def frames_uint8(video: Any) -> np.ndarray:
     then float32 x 255 + 0.5, truncated), without its per-frame loop and clip-sized float copies;
     on a GPU only uint8 crosses to the host.
     """
+    return _uint8_frames(video).cpu().numpy()
+
+
+def _uint8_frames(video: Any) -> Any:
+    """``frames_uint8`` as a (B, F, H, W, 3) view of a uint8 tensor on the decoder's device."""
     import torch
 
     video.mul_(0.5).add_(0.5).clamp_(0, 1)
     work = video if video.dtype == torch.float32 else video.float()
     work.mul_(255.0).add_(0.5)
-    return work.to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+    return work.to(torch.uint8).permute(0, 2, 3, 4, 1)
 
 
 def _vae_decode(pipe: Any, latents: Any, tiled: bool) -> Any:
@@ -96,9 +101,15 @@ def _decode_latents(pipe: Any, latents: Any, tiled: bool, dtype: type[np.generic
 def _emit(video: Any, out: np.ndarray, src: int, dst: int, n: int, sink: FrameSink | None) -> None:
     """Convert decoded frames ``src .. src + n`` into ``out[:, dst .. dst + n]`` in groups, each
     handed to ``sink`` as soon as it is written."""
+    import torch
+
     for g in range(0, n, CONVERT_GROUP):
         m = min(CONVERT_GROUP, n - g)
-        out[:, dst + g : dst + g + m] = frames_uint8(video[:, :, src + g : src + g + m])
+        # torch's copy does the channels-last transpose on every core (numpy's strided copy: one,
+        # ~1.6x slower for 97 frames at 768x512 on 2 cores); the same bytes
+        torch.from_numpy(out[:, dst + g : dst + g + m]).copy_(
+            _uint8_frames(video[:, :, src + g : src + g + m])
+        )
         if sink is not None:
             sink(dst + g, out[:, dst + g : dst + g + m])
 
