@@ -84,7 +84,11 @@ async def hammer(
             nonlocal errors
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                reply = await client.post(url, content=body, headers=headers)
+                try:
+                    reply = await client.post(url, content=body, headers=headers)
+                except httpx.TransportError:  # a dropped connection is an error of the run, not its end
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - t0)
                 errors += reply.status_code != 200
 
