@@ -32,6 +32,8 @@ BENCHES = [
     ("Safety classifier cost", ["safety.py"], False),
     ("API: getResponse vs bare Starlette; service overhead", ["api.py"], True),
     ("Peak memory of long clips", ["memory.py"], False),
+    ("ETA error on a mixed workload", ["eta.py"], False),
+    ("Checkpoint cost", ["checkpoint.py"], False),
     ("Worker overlap", ["overlap.py"], False),
     ("Scale-out", ["scale.py"], True),
     (
@@ -42,7 +44,9 @@ BENCHES = [
 ]
 
 
-_LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \[|^(Loading|Writing|Fetching) |it/s\]")
+_LOG_LINE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?Z? *\[|^(Loading|Writing|Fetching) |it/s\]"
+)
 
 
 def clean(output: str) -> str:
