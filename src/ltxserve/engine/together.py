@@ -9,7 +9,8 @@ prompt given to the wrong job). Everything runs once for the batch, as in one di
 list of prompts: one text-encoder call for the prompts and negatives not cached
 (``Engine.encode_many``), then one pipeline call (latents, connectors, denoise) and one audio and
 one video decode. Image-to-video and prompt enhancement are left out (a per-request condition
-image and enhancer pass); such jobs run alone. A batch that would not fit the memory budget runs job by job instead.
+image and enhancer pass); such jobs run alone. A batch that would not fit the memory budget runs
+job by job instead.
 """
 
 from __future__ import annotations
