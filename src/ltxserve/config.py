@@ -19,8 +19,10 @@ from ltxserve.presets import ModelPreset, resolve_preset, served_model_ids
 #: Marks a setting that deployments keep in a secret store (the Kubernetes Secret, not the ConfigMap).
 SECRET: dict[str, Any] = {"secret": True}
 
-#: x264's speed presets, quickest first (``Settings.x264_preset``; ``media.encode`` applies them).
-X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
+#: x264's speed presets, quickest first, after ``lean``: ltxserve's own, ultrafast with B-frames,
+#: macroblock-tree rate control and the deblocking filter back (``Settings.x264_preset``;
+#: ``media.encode`` applies them).
+X264Preset = Literal["lean", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
 
 
 class Settings(BaseSettings):
@@ -184,9 +186,11 @@ class Settings(BaseSettings):
     x264_preset: X264Preset | Literal["auto"] = Field(
         default="auto",
         description="x264 speed preset of MP4/MOV results (the CRF, i.e. the quality setting, is the same "
-        "for all): auto = fast on machines with 8 or more cores, veryfast below. Quicker presets trade "
-        "file size for CPU time: at 768x512, ultrafast took 0.45x the CPU of veryfast for 5.5x the bytes "
-        "on moving gradients, 0.28x for 1.19x on noise (bench/media.py --presets).",
+        "for all): auto = fast on machines with 8 or more cores, lean below, where the encode competes with "
+        "the model for the cores. lean is x264 ultrafast with B-frames, macroblock-tree rate control and "
+        "deblocking back on: against veryfast at 768x512 on 2 cores it took 0.34x the CPU on noise (1.42x "
+        "the bytes), 0.43x on moving gradients (1.10x) and 0.74x on a panned photo (1.06x); ultrafast: "
+        "5.3x and 2.9x the bytes on those two (bench/media.py --presets).",
     )
     batch_tasks: int = Field(
         default=1,

@@ -53,7 +53,9 @@ def test_the_x264_preset_setting_reaches_the_stored_file(live: LiveServer, strea
     finally:
         worker.settings = original
     (default,) = _stored_files(live, duration=1, fps=12, seed=5)
-    # x264 writes its options into the stream: ultrafast turns CABAC off, auto (veryfast/fast) keeps it
-    assert b"cabac=0" in quick
-    assert b"cabac=1" not in quick
-    assert b"cabac=1" in default
+    # x264 writes its options into the stream: ultrafast has no B-frames and no mb-tree, auto (lean
+    # below 8 cores, fast above) has both
+    assert b"bframes=0" in quick
+    assert b"mbtree=0" in quick
+    assert b"bframes=3" in default
+    assert b"mbtree=1" in default

@@ -78,11 +78,28 @@ MAX_FPS = 120
 #: at nearly its size.
 X264_PRESET = "fast"
 #: ... and on small machines (fewer than ``X264_FAST_CORES``), where the encode competes with the
-#: model for the same cores: ``veryfast`` took 3.2x less CPU than ``fast`` on the tiny model's
-#: 768x512 noise at CRF 18 (2.1 s vs 6.9 s for 96 frames), at the same CRF (quality setting).
-X264_PRESET_SMALL = "veryfast"
+#: model for the same cores: ``lean`` (below), at the same CRF (quality setting).
+X264_PRESET_SMALL = "lean"
 X264_FAST_CORES = 8
 X264_PRESETS: tuple[str, ...] = get_args(X264Preset)
+#: ltxserve's ``lean`` x264 settings: ``ultrafast`` (no CABAC, diamond motion search, no sub-
+#: partitions, subpel refinement 0) with what keeps smooth content small turned back on: 3 B-frames,
+#: macroblock-tree rate control over a 10-frame lookahead and the deblocking filter. Against
+#: ``veryfast`` on 2 cores at 768x512, CRF 18 (``bench/media.py --presets``): 0.34x the CPU on
+#: noise (the tiny models' output: every coefficient costs bits), 0.43x on moving gradients, 0.74x
+#: on a panned photo, for 1.42x, 1.10x and 1.06x the bytes at PSNR within 0.4 dB (``ultrafast``:
+#: 5.3x and 2.9x the bytes on gradients and photo). Like ``veryfast`` (B-frames and mb-tree too),
+#: this libx264 writes different bytes from run to run for frames whose width is not a multiple of
+#: 64 (96 or 160 pixels wide: up to 13 files of 15 encodes); at 128, 384, 512 and 768 pixels, one.
+#: The frames themselves never vary.
+X264_LEAN = ("ultrafast", "bframes=3:b-adapt=0:mbtree=1:rc-lookahead=10:deblock=0,0")
+
+
+def x264_options(preset: str) -> dict[str, str]:
+    """The libx264 codec options of ``preset`` (an x264 preset name or ``lean``)."""
+    if preset == "lean":
+        return {"preset": X264_LEAN[0], "x264-params": X264_LEAN[1]}
+    return {"preset": preset}
 
 
 def x264_preset(cores: int | None = None, choice: str = "auto") -> str:
@@ -246,7 +263,7 @@ def encoder_plan(
         muxer=fmt.muxer,
         muxer_options=faststart,
         video_codec="libx264",
-        video_options={"preset": preset or x264_preset(), "crf": str(qs.x264_crf)},
+        video_options={**x264_options(preset or x264_preset()), "crf": str(qs.x264_crf)},
         pix_fmt="yuv420p",
         audio_codec="aac",
         audio_bitrate=qs.aac_bitrate,
