@@ -62,3 +62,24 @@ def test_sink_receives_exactly_the_results(engine: Engine, tiling: str) -> None:
         assert b.audio is not None
         assert np.array_equal(sink.audio[i], b.audio)
     assert streamed[0].timings.vae_decode <= streamed[0].timings.video_decode
+
+
+def test_conversion_beside_a_streamed_encode_runs_on_one_thread() -> None:
+    """With a sink (an encoder thread beside it) the CPU conversion leaves the other cores to the
+    encoder, then gives torch its threads back; the frames are the same either way."""
+    video = torch.rand(1, 3, 17, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        alone = np.empty((1, 17, 32, 48, 3), np.uint8)
+        beside = np.empty_like(alone)
+        decode._emit(video.clone(), alone, 0, 0, 17, None)
+        decode._emit(
+            video.clone(), beside, 0, 0, 17, lambda first, chunk: seen.append(torch.get_num_threads())
+        )
+        assert seen == [1, 1, 1]  # three groups of up to CONVERT_GROUP frames
+        assert torch.get_num_threads() == 2
+        np.testing.assert_array_equal(alone, beside)
+    finally:
+        torch.set_num_threads(threads)
