@@ -5,6 +5,7 @@ task (it is logged and counted)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import time
@@ -103,7 +104,7 @@ def _until(probe: Callable[[], T], timeout: float = 120) -> T:
     return value
 
 
-@pytest.mark.parametrize("put", ["put_bytes", "put_file"])
+@pytest.mark.parametrize("put", ["put_bytes", "put_file", "put_file across filesystems"])
 def test_local_puts_are_fsynced_before_and_after_the_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, put: str
 ) -> None:
@@ -120,15 +121,26 @@ def test_local_puts_are_fsynced_before_and_after_the_rename(
         events.append("rename")
         replace(src, dst)
 
+    def no_link(src: Any, dst: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "replace", spy_replace)
+    if put.endswith("across filesystems"):
+        monkeypatch.setattr(os, "link", no_link)
     blobs = LocalBlobStore(tmp_path / "store")
     data = b"state" * 1000
+    src = tmp_path / "src.pt"
     if put == "put_bytes":
         asyncio.run(blobs.put_bytes("checkpoints/t/1.pt", data, "application/octet-stream"))
     else:
-        (tmp_path / "src.pt").write_bytes(data)
-        asyncio.run(blobs.put_file("checkpoints/t/1.pt", tmp_path / "src.pt", "application/octet-stream"))
+        src.write_bytes(data)
+        asyncio.run(blobs.put_file("checkpoints/t/1.pt", src, "application/octet-stream"))
     assert events == ["fsync file", "rename", "fsync dir"]
-    assert (tmp_path / "store" / "checkpoints" / "t" / "1.pt").read_bytes() == data
+    stored = tmp_path / "store" / "checkpoints" / "t" / "1.pt"
+    assert stored.read_bytes() == data
+    if put == "put_file":  # same filesystem: the file was linked, its bytes not copied
+        assert stored.stat().st_ino == src.stat().st_ino
+    elif put != "put_bytes":
+        assert stored.stat().st_ino != src.stat().st_ino
     assert not list((tmp_path / "store").rglob("*.part"))

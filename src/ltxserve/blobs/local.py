@@ -31,17 +31,30 @@ class LocalBlobStore:
         return path
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
-        """Copy to a ``.part`` file beside the target, then rename it into place."""
-        await asyncio.to_thread(self._copy, path, self._path(key))
+        """Hard-link (or, across filesystems, copy) to a ``.part`` file beside the target, fsync it,
+        then rename it into place. The caller hands the file over: it must not change it after."""
+        await asyncio.to_thread(self._link_or_copy, path, self._path(key))
 
     @staticmethod
-    def _copy(src: Path, dst: Path) -> None:
+    def _link_or_copy(src: Path, dst: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, CHUNK)
-            fout.flush()
-            os.fsync(fout.fileno())
+        tmp.unlink(missing_ok=True)  # left by an attempt that died here
+        try:
+            # same filesystem (the worker's temporary files and the data directory, by default):
+            # no copy of the file's bytes, only their sync (a 20 MB result: ~10-20 ms less)
+            os.link(src, tmp)
+        except OSError:
+            with src.open("rb") as fin, tmp.open("wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+                fout.flush()
+                os.fsync(fout.fileno())
+        else:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         _publish(tmp, dst)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
