@@ -9,9 +9,10 @@ Interleaved pairs (``bench/method.py``): min/median/max of each and ours/ffmpeg 
 spread and verdict (the target: at most ~11% slower than the binary, ratio <= 1.11).
 
 ``--presets`` instead weighs x264's speed presets (``Settings.x264_preset``) at the same CRF: the
-encode's CPU seconds (this process, every thread) and the file size, against ``veryfast`` (the
-small-machine default), on two contents: uniform noise (what the tiny random-weight models
-output; every coefficient costs bits) and moving gradients with mild grain (closer to video).
+encode's CPU seconds (this process, every thread), the file size and the PSNR, each against
+``veryfast``, on three contents: uniform noise (what the tiny random-weight models output; every
+coefficient costs bits), a panned photo and moving gradients with mild grain (closer to video).
+``lean`` is the small-machine default (``media.encode.X264_LEAN``).
 """
 
 from __future__ import annotations
@@ -107,13 +108,45 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def make_pan(num_frames: int, height: int, width: int) -> np.ndarray:
+    """A photo (matplotlib's bundled ``grace_hopper.jpg``, upscaled 2x) panned diagonally: the
+    smooth detail and motion of camera footage, which synthetic gradients lack."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:  # type: ignore[no-untyped-call]
+        photo = Image.open(f).convert("RGB")
+    big = np.asarray(photo.resize((2 * photo.width, 2 * photo.height), Image.Resampling.BICUBIC))
+    big = np.pad(
+        big,
+        (
+            (0, max(0, height + 2 * num_frames - big.shape[0])),
+            (0, max(0, width + 3 * num_frames - big.shape[1])),
+            (0, 0),
+        ),
+        mode="reflect",
+    )
+    return np.stack([big[2 * i : 2 * i + height, 3 * i : 3 * i + width] for i in range(num_frames)])
+
+
+def psnr(path: Path, frames: np.ndarray) -> float:
+    """PSNR (dB) of the decoded file against the RGB frames it was made from."""
+    import av
+
+    with av.open(str(path)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    mse = float(np.mean((decoded.astype(np.float32) - frames[: len(decoded)].astype(np.float32)) ** 2))
+    return 10 * np.log10(255.0**2 / mse)
+
+
 def bench_presets(args: argparse.Namespace, tmpdir: Path) -> None:
-    """x264 presets at the same CRF: CPU seconds and bytes, each against ``veryfast``."""
+    """x264 presets at the same CRF: CPU seconds, bytes and PSNR, each against ``veryfast``."""
     rng = np.random.default_rng(1)
     contents = {
         "noise (the tiny models' output)": rng.integers(
             0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8
         ),
+        "panned photo": make_pan(args.frames, args.height, args.width),
         "gradients + grain": make_frames(args.frames, args.height, args.width),
     }
     audio = make_audio(args.frames / FPS)
@@ -128,13 +161,17 @@ def bench_presets(args: argparse.Namespace, tmpdir: Path) -> None:
             return cpu_seconds() - before
 
         print(f"\n[{content}] MP4, quality {args.quality}: encode CPU seconds, A = veryfast")
-        for preset in ("superfast", "ultrafast"):
+        for preset in ("lean", "superfast", "ultrafast"):
             cmp = method.compare(
                 ("veryfast", lambda: run("veryfast")), (preset, lambda p=preset: run(p)), pairs=args.pairs
             )
             print(cmp.report())
             ratio = sizes[preset] / sizes["veryfast"]
-            print(f"  bytes: veryfast {sizes['veryfast']}, {preset} {sizes[preset]} ({ratio:.2f}x)")
+            quality = {p: psnr(tmpdir / f"{p}.mp4", frames) for p in ("veryfast", preset)}
+            print(
+                f"  bytes: veryfast {sizes['veryfast']}, {preset} {sizes[preset]} ({ratio:.2f}x); "
+                f"PSNR veryfast {quality['veryfast']:.2f} dB, {preset} {quality[preset]:.2f} dB"
+            )
 
 
 def main() -> int:

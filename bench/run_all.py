@@ -44,6 +44,14 @@ BENCHES = [
 ]
 
 
+#: The pictures ``make bench`` draws (file name without .png: caption).
+PICTURES = {
+    "overhead": "Where the end-to-end time goes",
+    "batching": "Batching across requests: time ratios vs batch size",
+    "polling": "Latency vs concurrent pollers",
+    "scale": "Scale-out: tasks/min vs workers",
+}
+
 _LOG_LINE = re.compile(
     r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?Z? *\[|^(Loading|Writing|Fetching) |it/s\]"
 )
@@ -96,11 +104,16 @@ def plots(data: Path, out: Path) -> list[str]:
                 labels.append(f"{preset}, {name}")
                 model.append(total * (1 - pct / 100))
                 rest.append(total * pct / 100)
-        ax.barh(labels, model, label="transformer + VAE decode")
-        ax.barh(labels, rest, left=model, label="everything else (encode, store, DB, polling)")
+            alone = load(f"overhead_vs_alone_{preset}")
+            if alone:  # the same job through the engine alone: the model unslowed, no file
+                labels.append(f"{preset}, engine alone")
+                model.append(statistics.median(alone["alone_model"]))
+                rest.append(statistics.median(alone["alone"]) - model[-1])
+        ax.barh(labels, model, label="transformer + VAE decodes (video, audio)")
+        ax.barh(labels, rest, left=model, label="everything else (uint8 frames, encode, store, DB, polling)")
         ax.set_xlabel("seconds, median (768x512, 4 s, 20 steps)")
         ax.legend(fontsize=7)
-        save(fig, "overhead", "Where the end-to-end time goes")
+        save(fig, "overhead", PICTURES["overhead"])
     batching = load("batching")
     if batching:  # per-pair ratios: each comparison's pairs ran at the same load
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -126,7 +139,7 @@ def plots(data: Path, out: Path) -> list[str]:
         ax.set_ylabel("time ratio, median [min .. max]")
         ax.set_title(f"{batching['preset']} model (below 1: batched is faster)", fontsize=9)
         ax.legend(fontsize=7)
-        save(fig, "batching", "Batching across requests: time ratios vs batch size")
+        save(fig, "batching", PICTURES["batching"])
     polling = load("polling")
     if polling:
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -144,7 +157,7 @@ def plots(data: Path, out: Path) -> list[str]:
         ax.set_xlabel("concurrent pollers")
         ax.set_ylabel("getResponse latency, ms")
         ax.legend(fontsize=7)
-        save(fig, "polling", "Latency vs concurrent pollers")
+        save(fig, "polling", PICTURES["polling"])
     scale = load("scale")
     if scale:
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -153,7 +166,7 @@ def plots(data: Path, out: Path) -> list[str]:
         ax.axvline(scale["cores"], linestyle=":", color="gray")
         ax.set_xlabel(f"workers x 1 thread ({scale['cores']} cores: dotted)")
         ax.set_ylabel("tasks/min")
-        save(fig, "scale", "Scale-out: tasks/min vs workers")
+        save(fig, "scale", PICTURES["scale"])
     return links
 
 
@@ -278,6 +291,10 @@ def main() -> None:
     sections[0:0] = ["<!-- --8<-- [start:results] -->", ""]
     sections += ["<!-- --8<-- [end:results] -->", ""]
     links = plots(data, args.out.parent)
+    drawn = {link.rsplit("(", 1)[1].rstrip(")") for link in links}
+    for name, caption in PICTURES.items():  # not recorded this time: the picture of an earlier run
+        if f"{name}.png" not in drawn and (args.out.parent / f"{name}.png").exists():
+            links.append(f"![{caption} (an earlier run)]({name}.png)")
     if links:
         sections += ["## Pictures", "", *[f"{link}\n" for link in links]]
     args.out.write_text("\n".join(sections))
