@@ -222,6 +222,18 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
 POLL_S = 0.1
 
 
+def stage_sums() -> dict[str, float]:
+    """Seconds per task stage so far in this process (``ltxserve_stage_seconds`` sums, by stage)."""
+    from ltxserve import metrics
+
+    return {
+        sample.labels["stage"]: sample.value
+        for family in metrics.STAGE_SECONDS.collect()
+        for sample in family.samples
+        if sample.name.endswith("_sum")
+    }
+
+
 def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: str = "auto") -> None:
     """End to end (submit -> success, as the client polls) minus the model's own time (transformer
     + VAE decodes: video, and audio with its vocoder, measured inside the same task): everything
@@ -261,9 +273,11 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
     assert worker is not None
     fields = {"width": 768, "height": 512, "duration": 4, "fps": 24, "steps": 20, "CFGScale": 4}
     overhead: dict[bool, list[float]] = {False: [], True: []}
+    parts: dict[bool, list[dict[str, float]]] = {False: [], True: []}
 
     def run(stream: bool) -> float:
         worker.settings = worker.settings.model_copy(update={"stream_encode": stream})
+        before = stage_sums()
         t0 = time.perf_counter()
         task_uuid = live.submit(**fields)
         poll = [{"taskType": "getResponse", "taskUUID": task_uuid}]
@@ -271,6 +285,20 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
             time.sleep(POLL_S)  # the wait for the next poll counts as overhead here
         total = time.perf_counter() - t0
         overhead[stream].append(100 * (total - model_seconds[-1]) / total)
+        stages = {k: v - before.get(k, 0.0) for k, v in stage_sums().items()}
+        parts[stream].append(
+            {
+                "submit -> claimed": stages["queue_wait"],
+                "text encode + uint8 frames": stages["generate"] - model_seconds[-1],
+                "encode (streamed: its tail)": stages["encode"],
+                "store": stages["store"],
+                "bookkeeping in the task": stages["total"]
+                - stages["generate"]
+                - stages["encode"]
+                - stages["store"],
+                "HTTP + the next poll": total - stages["queue_wait"] - stages["total"],
+            }
+        )
         print(
             f"  run: {'streamed' if stream else 'after'} end to end {total:.2f} s, transformer + VAE decodes "
             f"{model_seconds[-1]:.2f} s, overhead {overhead[stream][-1]:.1f} %",
@@ -319,6 +347,9 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
     for stream, name in ((False, "A"), (True, "B")):
         side = method.Side(name, overhead[stream][-2 * pairs if stream else -pairs :])
         print(f"  overhead {name}: {side.spread('%', 1)} of end to end (target <= 10 %)")
+        recorded = parts[stream][-2 * pairs if stream else -pairs :]
+        for part in recorded[0]:
+            print(f"    {part:28s} {method.Side(part, [p[part] for p in recorded]).spread('s', 3)}")
     print(
         "\nthe same job through Engine.generate in this process while the server idles (A: the model "
         "and uint8 frames, no file) against the service end to end (B, streamed encode)"
