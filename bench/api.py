@@ -218,8 +218,22 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
 #: The overhead run's client polls getResponse every 100 ms: at most 0.1 s of latency, counted in the
 #: overhead. Polling every 10 ms, as before, asks ~75 requests/s of the same 2-core machine; at the
 #: ~350 requests/s per process measured above that is ~20 % of a core taken from the model by the
-#: measuring client.
+#: measuring client. The client runs in its own process with one kept-alive connection, as a
+#: client does: in this process, its requests and their GIL took ~0.6 s of the tiny model's 7 s.
 POLL_S = 0.1
+
+
+def poll_tasks(url: str) -> None:
+    """The overhead run's client (``--poll URL``): for each taskUUID read from stdin, poll
+    getResponse every ``POLL_S`` over one kept-alive connection; print its final status."""
+    key = os.environ["LTXSERVE_BENCH_KEY"]
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            poll = [{"taskType": "getResponse", "taskUUID": line.strip()}]
+            while (status := client.post("/v1", json=poll).json()["data"][0]["status"]) == "processing":
+                time.sleep(POLL_S)  # the wait for the next poll counts as overhead here
+            print(status, flush=True)
 
 
 def stage_sums() -> dict[str, float]:
@@ -275,15 +289,28 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
     overhead: dict[bool, list[float]] = {False: [], True: []}
     parts: dict[bool, list[dict[str, float]]] = {False: [], True: []}
 
+    poller = subprocess.Popen(
+        [sys.executable, __file__, "--poll", live.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LTXSERVE_BENCH_KEY": live.key},
+    )
+    assert poller.stdin is not None
+    assert poller.stdout is not None
+    assert poller.stdout.readline().strip() == "ready"
+
     def run(stream: bool) -> float:
         worker.settings = worker.settings.model_copy(update={"stream_encode": stream})
         before = stage_sums()
         t0 = time.perf_counter()
         task_uuid = live.submit(**fields)
-        poll = [{"taskType": "getResponse", "taskUUID": task_uuid}]
-        while live.post(poll).json()["data"][0]["status"] != "success":
-            time.sleep(POLL_S)  # the wait for the next poll counts as overhead here
+        poller.stdin.write(task_uuid + "\n")
+        poller.stdin.flush()
+        status = poller.stdout.readline().strip()
         total = time.perf_counter() - t0
+        if status != "success":
+            raise SystemExit(f"task {task_uuid} ended {status!r}")
         overhead[stream].append(100 * (total - model_seconds[-1]) / total)
         stages = {k: v - before.get(k, 0.0) for k, v in stage_sums().items()}
         parts[stream].append(
@@ -333,6 +360,8 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
         # threads, the polls it answers, progress and checkpoints take CPU and the GIL from it).
         vs_alone = method.compare(("engine alone, no file", alone), ("service, streamed", streamed), pairs, 0)
     finally:
+        poller.stdin.close()
+        poller.wait(timeout=30)
         for _ in gen:
             pass
     print(
@@ -382,7 +411,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded pairs first (overhead run)")
     parser.add_argument("--x264-preset", default="auto", help="Settings.x264_preset of the overhead run")
     parser.add_argument("--skip", default="", help="polling,overhead")
+    parser.add_argument("--poll", metavar="URL", help=argparse.SUPPRESS)  # the overhead run's client
     args = parser.parse_args()
+    if args.poll:
+        poll_tasks(args.poll)
+        return
     threads = method.pin_threads()
     method.header(threads, "servers, workers and client on this machine")
     with tempfile.TemporaryDirectory() as tmp:
