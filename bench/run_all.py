@@ -91,28 +91,27 @@ def plots(data: Path, out: Path) -> list[str]:
         plt.close(fig)
         links.append(f"![{caption}]({name}.png)")
 
-    overheads = {p: load(f"overhead_{p}") for p in ("tiny", "mid")}
-    if any(overheads.values()):
-        fig, ax = plt.subplots(figsize=(6, 3))
-        labels, model, rest = [], [], []
-        for preset, d in overheads.items():
-            if not d:
-                continue
+    overheads = {p: d for p in ("tiny", "mid") if (d := load(f"overhead_{p}"))}
+    if overheads:  # one panel per model: their scales differ by ~30x
+        fig, axes = plt.subplots(len(overheads), 1, figsize=(6, 1.2 + 1.3 * len(overheads)), squeeze=False)
+        for ax, (preset, d) in zip(axes[:, 0], overheads.items(), strict=True):
+            labels, model, rest = [], [], []
             for key, name in (("after", "encode after"), ("streamed", "streamed")):
                 total = statistics.median(d[key])
                 pct = statistics.median(d["overhead"]["true" if key == "streamed" else "false"])
-                labels.append(f"{preset}, {name}")
+                labels.append(name)
                 model.append(total * (1 - pct / 100))
                 rest.append(total * pct / 100)
             alone = load(f"overhead_vs_alone_{preset}")
             if alone:  # the same job through the engine alone: the model unslowed, no file
-                labels.append(f"{preset}, engine alone")
+                labels.append("engine alone")
                 model.append(statistics.median(alone["alone_model"]))
                 rest.append(statistics.median(alone["alone"]) - model[-1])
-        ax.barh(labels, model, label="transformer + VAE decodes (video, audio)")
-        ax.barh(labels, rest, left=model, label="everything else (uint8 frames, encode, store, DB, polling)")
-        ax.set_xlabel("seconds, median (768x512, 4 s, 20 steps)")
-        ax.legend(fontsize=7)
+            ax.barh(labels, model, label="transformer + VAE decodes")
+            ax.barh(labels, rest, left=model, label="everything else")
+            ax.set_title(f"{preset} model, 768x512, 4 s, 20 steps (seconds, median)", fontsize=9)
+            ax.set_xlim(0, 1.7 * max(m + r for m, r in zip(model, rest, strict=True)))  # room for the key
+        axes[0, 0].legend(fontsize=7, loc="lower right")
         save(fig, "overhead", PICTURES["overhead"])
     batching = load("batching")
     if batching:  # per-pair ratios: each comparison's pairs ran at the same load
