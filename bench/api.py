@@ -373,10 +373,12 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
     method.record(
         f"overhead_{preset}", {"after": cmp.a.samples, "streamed": cmp.b.samples, "overhead": overhead}
     )
+    # recorded runs, warm-up left out: streamed ones come from both comparisons
+    kept = {False: pairs, True: 2 * pairs}
     for stream, name in ((False, "A"), (True, "B")):
-        side = method.Side(name, overhead[stream][-2 * pairs if stream else -pairs :])
+        side = method.Side(name, overhead[stream][-kept[stream] :])
         print(f"  overhead {name}: {side.spread('%', 1)} of end to end (target <= 10 %)")
-        recorded = parts[stream][-2 * pairs if stream else -pairs :]
+        recorded = parts[stream][-kept[stream] :]
         for part in recorded[0]:
             print(f"    {part:28s} {method.Side(part, [p[part] for p in recorded]).spread('s', 3)}")
     print(
