@@ -39,7 +39,8 @@ def test_uint8_conversion_is_diffusers_postprocessing_bit_for_bit(engine: Engine
     reference = decode.to_uint8(
         np.asarray(engine.t2v.video_processor.postprocess_video(video, output_type="np"))
     )
-    assert np.array_equal(decode.frames_uint8(video.clone()), reference)
+    assert np.array_equal(decode.frames_uint8(video.clone()), reference)  # the CPU's numpy path
+    assert np.array_equal(decode._uint8_frames(video.clone()).numpy(), reference)  # torch's (GPUs)
 
 
 @pytest.mark.parametrize("tiling", ["off", "on"])
@@ -65,9 +66,10 @@ def test_sink_receives_exactly_the_results(engine: Engine, tiling: str) -> None:
 
 
 def test_conversion_beside_a_streamed_encode_runs_on_one_thread() -> None:
-    """With a sink (an encoder thread beside it) the CPU conversion leaves the other cores to the
-    encoder, then gives torch its threads back; the frames are the same either way."""
-    video = torch.rand(1, 3, 17, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    """With a sink (an encoder thread beside it) torch's CPU conversion (a bfloat16 decoder's;
+    float32 converts in numpy, on one thread) leaves the other cores to the encoder, then gives
+    torch its threads back; the frames are the same either way."""
+    video = (torch.rand(1, 3, 17, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1).bfloat16()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
