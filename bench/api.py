@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -219,21 +220,28 @@ def bench_polling(seconds: float, levels: list[int], tmp: Path, pairs: int) -> d
 #: overhead. Polling every 10 ms, as before, asks ~75 requests/s of the same 2-core machine; at the
 #: ~350 requests/s per process measured above that is ~20 % of a core taken from the model by the
 #: measuring client. The client runs in its own process with one kept-alive connection, as a
-#: client does: in this process, its requests and their GIL took ~0.6 s of the tiny model's 7 s.
+#: client does: in this process, its requests and their GIL took ~0.6 s of the tiny model's 7 s;
+#: and it submits on that connection too (a new client per submit, ``httpx.post``, adds ~40 ms of
+#: its own set-up).
 POLL_S = 0.1
 
 
 def poll_tasks(url: str) -> None:
-    """The overhead run's client (``--poll URL``): for each taskUUID read from stdin, poll
-    getResponse every ``POLL_S`` over one kept-alive connection; print its final status."""
+    """The overhead run's client (``--poll URL``): for each videoInference read from stdin (one
+    JSON object a line), submit it, then poll getResponse every ``POLL_S``, all over one kept-alive
+    connection; print its final status and the seconds from submit to that status."""
     key = os.environ["LTXSERVE_BENCH_KEY"]
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        client.post("/v1", json=[{"taskType": "ping", "ping": True}]).raise_for_status()  # connect
         print("ready", flush=True)
         for line in sys.stdin:
-            poll = [{"taskType": "getResponse", "taskUUID": line.strip()}]
+            task = json.loads(line)
+            poll = [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]
+            t0 = time.perf_counter()
+            client.post("/v1", json=[task]).raise_for_status()
             while (status := client.post("/v1", json=poll).json()["data"][0]["status"]) == "processing":
                 time.sleep(POLL_S)  # the wait for the next poll counts as overhead here
-            print(status, flush=True)
+            print(status, time.perf_counter() - t0, flush=True)
 
 
 def stage_sums() -> dict[str, float]:
@@ -257,7 +265,7 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
     from ltxserve.engine import Engine, GenerationJob
     from ltxserve.engine.tiny import save_tiny_model
     from ltxserve.media.encode import x264_preset
-    from ltxserve.testing import start_server
+    from ltxserve.testing import start_server, video_task
 
     model = tmp / f"model-{preset}"
     save_tiny_model(model, preset)
@@ -303,14 +311,13 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
     def run(stream: bool) -> float:
         worker.settings = worker.settings.model_copy(update={"stream_encode": stream})
         before = stage_sums()
-        t0 = time.perf_counter()
-        task_uuid = live.submit(**fields)
-        poller.stdin.write(task_uuid + "\n")
+        task = video_task(**fields)
+        poller.stdin.write(json.dumps(task) + "\n")
         poller.stdin.flush()
-        status = poller.stdout.readline().strip()
-        total = time.perf_counter() - t0
+        status, seconds = poller.stdout.readline().split()
+        total = float(seconds)
         if status != "success":
-            raise SystemExit(f"task {task_uuid} ended {status!r}")
+            raise SystemExit(f"task {task['taskUUID']} ended {status!r}")
         overhead[stream].append(100 * (total - model_seconds[-1]) / total)
         stages = {k: v - before.get(k, 0.0) for k, v in stage_sums().items()}
         parts[stream].append(
@@ -323,7 +330,7 @@ def bench_overhead(tmp: Path, pairs: int, preset: str, warmup: int = 1, x264: st
                 - stages["generate"]
                 - stages["encode"]
                 - stages["store"],
-                "HTTP + the next poll": total - stages["queue_wait"] - stages["total"],
+                "submit + the next poll": total - stages["queue_wait"] - stages["total"],
             }
         )
         print(
