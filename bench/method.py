@@ -96,6 +96,8 @@ class Ratio:
         return max(self.values)
 
     def verdict(self, lower_is_better: bool = True) -> str:
+        if len(self.values) < 2:  # a single ratio has no spread to read its effect against
+            return "one pair: no spread, no verdict"
         if self.low <= 1.0 <= self.high:
             return "within noise"
         better = self.median < 1.0 if lower_is_better else self.median > 1.0
