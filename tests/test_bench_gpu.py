@@ -3,7 +3,6 @@ and its FLOPs formula matches torch's FLOP counter on the full-size transformer 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,17 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import bench_scripts
+
 BENCH = Path(__file__).parents[1] / "bench" / "gpu.py"
 
 
 def _bench_module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("gpu")
 
 
 def test_flops_formula_matches_torch_counter() -> None:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-METHOD = Path(__file__).parents[1] / "bench" / "method.py"
+from tests import bench_scripts
 
 
 @pytest.fixture(scope="module")
 def method():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_method", METHOD)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("method")
 
 
 @pytest.mark.parametrize(
