@@ -162,23 +162,17 @@ def _emit(video: Any, out: np.ndarray, src: int, dst: int, n: int, sink: FrameSi
     handed to ``sink`` as soon as it is written."""
     import torch
 
-    if video.device.type == "cpu" and video.dtype == torch.float32:
-        frames = video.numpy()  # numpy on one thread: the encoder takes the other cores
+    frames = video.numpy() if video.device.type == "cpu" and video.dtype == torch.float32 else None
+    with contextlib.nullcontext() if frames is not None else _one_thread_beside_encoder(video, sink):
         for g in range(0, n, CONVERT_GROUP):
             m = min(CONVERT_GROUP, n - g)
-            _uint8_cpu(frames[:, :, src + g : src + g + m], out[:, dst + g : dst + g + m])
+            target = out[:, dst + g : dst + g + m]
+            if frames is not None:  # numpy, on this thread: the encoder takes the other cores
+                _uint8_cpu(frames[:, :, src + g : src + g + m], target)
+            else:  # on a GPU the conversion runs there and only uint8 crosses to the host
+                torch.from_numpy(target).copy_(_uint8_frames(video[:, :, src + g : src + g + m]))
             if sink is not None:
-                sink(dst + g, out[:, dst + g : dst + g + m])
-        return
-    with _one_thread_beside_encoder(video, sink):
-        for g in range(0, n, CONVERT_GROUP):
-            m = min(CONVERT_GROUP, n - g)
-            # on a GPU the conversion runs there and only uint8 crosses to the host
-            torch.from_numpy(out[:, dst + g : dst + g + m]).copy_(
-                _uint8_frames(video[:, :, src + g : src + g + m])
-            )
-            if sink is not None:
-                sink(dst + g, out[:, dst + g : dst + g + m])
+                sink(dst + g, target)
 
 
 def decode_video(
