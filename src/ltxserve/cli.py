@@ -201,8 +201,8 @@ def _output_paths(out: Path, ext: str, seeds: list[int]) -> list[Path]:
 
 async def _open_store(settings: Settings) -> Any:
     """The store alone (keys commands), migrated like a starting server would."""
+    from ltxserve.db.database import database_url
     from ltxserve.db.repository import Store
-    from ltxserve.runtime import database_url
 
     store = Store(database_url(settings))
     try:
@@ -336,7 +336,7 @@ def db_upgrade(
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from ltxserve.db import migrate
-    from ltxserve.runtime import database_url
+    from ltxserve.db.database import database_url
 
     settings = _settings()
 
@@ -357,7 +357,7 @@ def db_current() -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from ltxserve.db import migrate
-    from ltxserve.runtime import database_url
+    from ltxserve.db.database import database_url
 
     settings = _settings()
 

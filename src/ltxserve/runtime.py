@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ltxserve import metrics, net, tracing
 from ltxserve.blobs import BlobStore, build_blob_store
 from ltxserve.config import Settings
+from ltxserve.db.database import database_url, private_data_dir
 from ltxserve.db.models import utcnow
 from ltxserve.db.repository import Store
 from ltxserve.delivery import Deliverer
@@ -35,29 +35,6 @@ log = get_logger(__name__)
 #: all = embedded (API + worker), api = ``serve --no-worker``, worker = ``ltxserve worker``.
 Role = Literal["all", "api", "worker"]
 METRICS_REFRESH_S = 5.0
-
-
-def private_data_dir(settings: Settings) -> None:
-    """Files this process creates are its owner's only (umask 077: the SQLite file holds webhook
-    secrets, uploads are other clients' images), and so is ``data_dir``, also when it exists."""
-    os.umask(0o077)
-    data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # not ours (a mounted volume): leave it as it is
-        data.chmod(0o700)
-        for db_file in data.glob("ltxserve.db*"):
-            db_file.chmod(0o600)
-
-
-def database_url(settings: Settings) -> str:
-    if settings.database_url:
-        url = settings.database_url
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                url = "postgresql+psycopg://" + url.removeprefix(prefix)
-        return url
-    private_data_dir(settings)
-    return f"sqlite+aiosqlite:///{settings.data_dir.resolve() / 'ltxserve.db'}"
 
 
 @dataclass

@@ -8,7 +8,9 @@ status or keyed by its row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,10 +20,38 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from ltxserve.config import Settings
 from ltxserve.db.models import Base
 from ltxserve.logs import get_logger
 
 log = get_logger(__name__)
+
+
+def private_data_dir(settings: Settings) -> None:
+    """Files this process creates are its owner's only (umask 077: the SQLite file holds webhook
+    secrets, uploads are other clients' images), and so is ``data_dir``, also when it exists."""
+    os.umask(0o077)
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # not ours (a mounted volume): leave it as it is
+        data.chmod(0o700)
+        for db_file in data.glob("ltxserve.db*"):
+            db_file.chmod(0o600)
+
+
+def database_url(settings: Settings) -> str:
+    """SQLAlchemy's URL: ``settings.database_url`` on the psycopg driver, else the SQLite file in
+    the (private) data directory. Here, not in ``runtime``: the keys commands need the database
+    alone, and ``runtime`` loads the engine (torch and diffusers: ~7 s of imports)."""
+    if settings.database_url:
+        url = settings.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg://" + url.removeprefix(prefix)
+        return url
+    private_data_dir(settings)
+    return f"sqlite+aiosqlite:///{settings.data_dir.resolve() / 'ltxserve.db'}"
+
 
 #: Puts a task id on the job queue inside the caller's transaction (None: the table is the queue).
 EnqueueHook = Callable[[AsyncSession, str], Awaitable[None]]
